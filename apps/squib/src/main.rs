@@ -1,0 +1,4 @@
+//! `squib`: a Firecracker-compatible microVM monitor.
+mod cli;
+
+fn main() {}

@@ -1,0 +1,1 @@
+//! Token-bucket rate limiter shared by I/O devices.
