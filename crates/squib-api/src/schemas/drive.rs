@@ -1,0 +1,173 @@
+//! `PUT`/`PATCH /drives/{id}`: virtio-block (file-backed) or vhost-user-block drives.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::error::SchemaError;
+use super::ids::DriveId;
+use super::paths::{opt_host_path, socket_path};
+use super::rate_limiter::RateLimiterConfig;
+
+/// Host page cache policy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+pub enum CacheType {
+    /// No flush support advertised.
+    #[default]
+    Unsafe,
+    /// `VIRTIO_BLK_F_FLUSH`, fsync on flush.
+    Writeback,
+}
+
+/// Block I/O engine.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+pub enum IoEngine {
+    /// Synchronous reads and writes.
+    #[default]
+    Sync,
+    /// io_uring.
+    Async,
+}
+
+/// `PUT /drives/{id}` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDrive {
+    pub(crate) drive_id: String,
+    #[serde(default)]
+    path_on_host: Option<String>,
+    is_root_device: bool,
+    #[serde(default)]
+    partuuid: Option<String>,
+    #[serde(default)]
+    cache_type: CacheType,
+    #[serde(default)]
+    is_read_only: Option<bool>,
+    #[serde(default)]
+    rate_limiter: Option<RateLimiterConfig>,
+    #[serde(default)]
+    io_engine: Option<IoEngine>,
+    #[serde(default)]
+    socket: Option<String>,
+}
+
+/// A validated drive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DriveConfig {
+    /// Drive ID.
+    pub drive_id: DriveId,
+    /// Partition UUID for `root=PARTUUID=`.
+    pub partuuid: Option<String>,
+    /// Root device.
+    pub is_root_device: bool,
+    /// Cache policy.
+    pub cache_type: CacheType,
+    /// Read-only.
+    pub is_read_only: bool,
+    /// Backing file (virtio-block).
+    pub path_on_host: Option<PathBuf>,
+    /// Rate limiter.
+    pub rate_limiter: Option<RateLimiterConfig>,
+    /// I/O engine.
+    pub io_engine: IoEngine,
+    /// vhost-user socket.
+    pub socket: Option<PathBuf>,
+}
+
+impl TryFrom<RawDrive> for DriveConfig {
+    type Error = SchemaError;
+
+    fn try_from(raw: RawDrive) -> Result<Self, SchemaError> {
+        let drive_id = DriveId::try_from(raw.drive_id)?;
+        let virtio_fields = raw.path_on_host.is_some()
+            || raw.is_read_only.is_some()
+            || raw.rate_limiter.is_some()
+            || raw.io_engine.is_some();
+        if raw.socket.is_some() == virtio_fields
+            || (raw.socket.is_none() && raw.path_on_host.is_none())
+        {
+            return Err(SchemaError::InvalidBlockConfig);
+        }
+        Ok(Self {
+            drive_id,
+            partuuid: raw.partuuid,
+            is_root_device: raw.is_root_device,
+            cache_type: raw.cache_type,
+            is_read_only: raw.is_read_only.unwrap_or(false),
+            path_on_host: opt_host_path("path_on_host", raw.path_on_host)?,
+            rate_limiter: raw.rate_limiter,
+            io_engine: raw.io_engine.unwrap_or_default(),
+            socket: raw.socket.map(|s| socket_path("socket", s)).transpose()?,
+        })
+    }
+}
+
+/// `PATCH /drives/{id}` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDrivePatch {
+    pub(crate) drive_id: String,
+    #[serde(default)]
+    path_on_host: Option<String>,
+    #[serde(default)]
+    rate_limiter: Option<RateLimiterConfig>,
+}
+
+/// A validated drive update (both fields absent = vhost-user config refresh).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DrivePatch {
+    /// Drive ID.
+    pub drive_id: DriveId,
+    /// New backing file.
+    pub path_on_host: Option<PathBuf>,
+    /// New rate limiter (a zero bucket removes that limit).
+    pub rate_limiter: Option<RateLimiterConfig>,
+}
+
+impl TryFrom<RawDrivePatch> for DrivePatch {
+    type Error = SchemaError;
+
+    fn try_from(raw: RawDrivePatch) -> Result<Self, SchemaError> {
+        Ok(Self {
+            drive_id: DriveId::try_from(raw.drive_id)?,
+            path_on_host: opt_host_path("path_on_host", raw.path_on_host)?,
+            rate_limiter: raw.rate_limiter,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: &str) -> Result<DriveConfig, SchemaError> {
+        DriveConfig::try_from(serde_json::from_str::<RawDrive>(json).unwrap())
+    }
+
+    #[test]
+    fn serialises_all_nine_fields() {
+        let d =
+            parse(r#"{"drive_id":"rootfs","path_on_host":"/r","is_root_device":true}"#).unwrap();
+        assert_eq!(
+            serde_json::to_string(&d).unwrap(),
+            r#"{"drive_id":"rootfs","partuuid":null,"is_root_device":true,"cache_type":"Unsafe","is_read_only":false,"path_on_host":"/r","rate_limiter":null,"io_engine":"Sync","socket":null}"#
+        );
+    }
+
+    #[test]
+    fn vhost_user_fields_are_exclusive() {
+        assert!(parse(r#"{"drive_id":"a","socket":"/s","is_root_device":false}"#).is_ok());
+        assert_eq!(
+            parse(r#"{"drive_id":"a","socket":"/s","path_on_host":"/p","is_root_device":false}"#),
+            Err(SchemaError::InvalidBlockConfig)
+        );
+        assert_eq!(
+            parse(r#"{"drive_id":"a","socket":"/s","is_read_only":true,"is_root_device":false}"#),
+            Err(SchemaError::InvalidBlockConfig)
+        );
+        assert_eq!(
+            parse(r#"{"drive_id":"a","is_root_device":false}"#),
+            Err(SchemaError::InvalidBlockConfig)
+        );
+    }
+}

@@ -1,0 +1,212 @@
+//! `PUT /snapshot/create` and `PUT /snapshot/load`.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::error::SchemaError;
+use super::ids::IfaceId;
+use super::machine_config::HugePages;
+use super::paths::{host_path, socket_path};
+
+/// Full or diff snapshot.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+pub enum SnapshotType {
+    /// All guest memory.
+    #[default]
+    Full,
+    /// Dirty pages only.
+    Diff,
+}
+
+/// `PUT /snapshot/create` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSnapshotCreate {
+    snapshot_path: String,
+    mem_file_path: String,
+    #[serde(default)]
+    snapshot_type: SnapshotType,
+}
+
+/// A validated snapshot-create request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotCreateConfig {
+    /// VM state file.
+    pub snapshot_path: PathBuf,
+    /// Guest memory file.
+    pub mem_file_path: PathBuf,
+    /// Full or diff.
+    pub snapshot_type: SnapshotType,
+}
+
+impl TryFrom<RawSnapshotCreate> for SnapshotCreateConfig {
+    type Error = SchemaError;
+
+    fn try_from(raw: RawSnapshotCreate) -> Result<Self, SchemaError> {
+        Ok(Self {
+            snapshot_path: host_path("snapshot_path", raw.snapshot_path)?,
+            mem_file_path: host_path("mem_file_path", raw.mem_file_path)?,
+            snapshot_type: raw.snapshot_type,
+        })
+    }
+}
+
+/// Where restored guest memory comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+pub enum MemBackendType {
+    /// mmap of the memory file.
+    File,
+    /// A userfaultfd handler listening on a Unix socket.
+    Uffd,
+}
+
+/// `mem_backend` object.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemBackend {
+    /// Backend kind.
+    pub backend_type: MemBackendType,
+    /// File or socket path.
+    pub backend_path: PathBuf,
+}
+
+/// `network_overrides` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNetworkOverride {
+    iface_id: String,
+    host_dev_name: String,
+}
+
+/// A TAP swap for one restored interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkOverride {
+    /// Interface in the snapshot.
+    pub iface_id: IfaceId,
+    /// New host TAP.
+    pub host_dev_name: String,
+}
+
+/// `vsock_override` object.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawVsockOverride {
+    uds_path: String,
+}
+
+/// `PUT /snapshot/load` body (unknown top-level fields ignored, as Firecracker).
+#[derive(Debug, Deserialize)]
+pub struct RawSnapshotLoad {
+    snapshot_path: String,
+    #[serde(default)]
+    mem_backend: Option<MemBackend>,
+    #[serde(default)]
+    mem_file_path: Option<String>,
+    #[serde(default)]
+    track_dirty_pages: bool,
+    #[serde(default)]
+    enable_diff_snapshots: bool,
+    #[serde(default)]
+    resume_vm: bool,
+    #[serde(default)]
+    network_overrides: Vec<RawNetworkOverride>,
+    #[serde(default)]
+    vsock_override: Option<RawVsockOverride>,
+    #[serde(default)]
+    clock_realtime: bool,
+    #[serde(default)]
+    huge_pages: Option<HugePages>,
+}
+
+impl RawSnapshotLoad {
+    /// `true` when a deprecated field (`mem_file_path`, `enable_diff_snapshots`) was used.
+    #[must_use]
+    pub fn uses_deprecated_fields(&self) -> bool {
+        self.mem_file_path.is_some() || self.enable_diff_snapshots
+    }
+}
+
+/// A validated snapshot-load request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotLoadConfig {
+    /// VM state file.
+    pub snapshot_path: PathBuf,
+    /// Memory backend (from `mem_backend` or the deprecated `mem_file_path`).
+    pub mem_backend: MemBackend,
+    /// Dirty page tracking after restore.
+    pub track_dirty_pages: bool,
+    /// Resume right after loading.
+    pub resume_vm: bool,
+    /// TAP swaps.
+    pub network_overrides: Vec<NetworkOverride>,
+    /// New vsock socket path.
+    pub vsock_override: Option<PathBuf>,
+    /// Advance kvmclock by the wall-clock time passed.
+    pub clock_realtime: bool,
+    /// Memory backing; `None` = as in the snapshot.
+    pub huge_pages: Option<HugePages>,
+}
+
+impl TryFrom<RawSnapshotLoad> for SnapshotLoadConfig {
+    type Error = SchemaError;
+
+    fn try_from(raw: RawSnapshotLoad) -> Result<Self, SchemaError> {
+        let mem_backend = match (raw.mem_backend, raw.mem_file_path) {
+            (Some(backend), None) => backend,
+            (None, Some(path)) => MemBackend {
+                backend_type: MemBackendType::File,
+                backend_path: host_path("mem_file_path", path)?,
+            },
+            (None, None) => return Err(SchemaError::SnapshotMemBackendMissing),
+            (Some(_), Some(_)) => return Err(SchemaError::SnapshotMemBackendTooMany),
+        };
+        let network_overrides = raw
+            .network_overrides
+            .into_iter()
+            .map(|o| {
+                Ok(NetworkOverride {
+                    iface_id: IfaceId::try_from(o.iface_id)?,
+                    host_dev_name: o.host_dev_name,
+                })
+            })
+            .collect::<Result<_, SchemaError>>()?;
+        Ok(Self {
+            snapshot_path: host_path("snapshot_path", raw.snapshot_path)?,
+            mem_backend,
+            track_dirty_pages: raw.track_dirty_pages || raw.enable_diff_snapshots,
+            resume_vm: raw.resume_vm,
+            network_overrides,
+            vsock_override: raw
+                .vsock_override
+                .map(|v| socket_path("uds_path", v.uds_path))
+                .transpose()?,
+            clock_realtime: raw.clock_realtime,
+            huge_pages: raw.huge_pages,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: &str) -> Result<SnapshotLoadConfig, SchemaError> {
+        SnapshotLoadConfig::try_from(serde_json::from_str::<RawSnapshotLoad>(json).unwrap())
+    }
+
+    #[test]
+    fn exactly_one_memory_backend() {
+        assert_eq!(
+            parse(r#"{"snapshot_path":"/s"}"#),
+            Err(SchemaError::SnapshotMemBackendMissing)
+        );
+        let both = r#"{"snapshot_path":"/s","mem_file_path":"/m","mem_backend":{"backend_type":"File","backend_path":"/m"}}"#;
+        assert_eq!(parse(both), Err(SchemaError::SnapshotMemBackendTooMany));
+        let legacy =
+            parse(r#"{"snapshot_path":"/s","mem_file_path":"/m","enable_diff_snapshots":true}"#)
+                .unwrap();
+        assert_eq!(legacy.mem_backend.backend_type, MemBackendType::File);
+        assert!(legacy.track_dirty_pages);
+    }
+}

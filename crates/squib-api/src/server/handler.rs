@@ -1,0 +1,148 @@
+//! The one request handler: read the body within the payload limit, parse the route, answer
+//! `GET /` and `GET /version` locally, otherwise send the action to the VMM and wait with the
+//! action class's timeout.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::Response;
+use bytes::Bytes;
+use http::header;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+
+use super::response::{self, Flags};
+use crate::channel::ApiSender;
+use crate::error::RequestError;
+use crate::mirror::StateMirror;
+use crate::routes::{parse_request, Parsed};
+use crate::version::version_json;
+
+/// What every request handler shares.
+#[derive(Debug)]
+pub(crate) struct ServerState {
+    pub sender: ApiSender,
+    pub mirror: Arc<StateMirror>,
+    pub max_payload_size: usize,
+    pub mmds_size_limit: usize,
+}
+
+fn error_response(e: &RequestError, flags: Flags) -> Response {
+    log::debug!("API request refused: {e}");
+    response::fault(e.status(), &e.to_string(), flags)
+}
+
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, RequestError> {
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(RequestError::PayloadTooLarge {
+                size: limit.saturating_add(1),
+                limit,
+            })
+        }
+        Err(e) => Err(RequestError::BodyRead(e.to_string())),
+    }
+}
+
+fn announced_length(request: &Request) -> Option<usize> {
+    request
+        .headers()
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+fn method_log_name(method: &str) -> String {
+    let mut name = method.to_ascii_lowercase();
+    if let Some(first) = name.get_mut(0..1) {
+        first.make_ascii_uppercase();
+    }
+    name
+}
+
+/// Serve one request.
+pub(crate) async fn handle(State(state): State<Arc<ServerState>>, request: Request) -> Response {
+    let started = Instant::now();
+    let method = request.method().as_str().to_owned();
+    let path = request.uri().path().to_owned();
+    let limit = state.max_payload_size;
+    if let Some(size) = announced_length(&request).filter(|&n| n > limit) {
+        return error_response(
+            &RequestError::PayloadTooLarge { size, limit },
+            Flags {
+                close: true,
+                ..Flags::default()
+            },
+        );
+    }
+    let body = match read_body(request.into_body(), limit).await {
+        Ok(body) => body,
+        Err(e) => {
+            return error_response(
+                &e,
+                Flags {
+                    close: true,
+                    ..Flags::default()
+                },
+            )
+        }
+    };
+    if body.is_empty() {
+        log::debug!(
+            "The API server received a {} request on \"{path}\".",
+            method_log_name(&method)
+        );
+    } else {
+        let text = String::from_utf8_lossy(&body);
+        log::debug!(
+            "The API server received a {} request on \"{path}\" with body \"{text}\".",
+            method_log_name(&method)
+        );
+    }
+    let response = respond(&state, &method, &path, &body).await;
+    log::debug!(
+        "Total previous API call duration: {} us.",
+        started.elapsed().as_micros()
+    );
+    response
+}
+
+async fn respond(state: &ServerState, method: &str, path: &str, body: &[u8]) -> Response {
+    let is_mmds_write = path == "/mmds" && (method == "PUT" || method == "PATCH");
+    if is_mmds_write && body.len() > state.mmds_size_limit {
+        return error_response(&RequestError::MmdsTooLarge, Flags::default());
+    }
+    let (action, deprecation) = match parse_request(method, path, body) {
+        Ok(Parsed::InstanceInfo) => {
+            return response::json(&*state.mirror.instance_info(), Flags::default())
+        }
+        Ok(Parsed::Version) => return response::json(&version_json(), Flags::default()),
+        Ok(Parsed::Action {
+            action,
+            deprecation,
+        }) => (action, deprecation),
+        Err(e) => return error_response(&e, Flags::default()),
+    };
+    let flags = Flags {
+        deprecation: deprecation.is_some(),
+        close: false,
+    };
+    let class = action.class();
+    let label = action.label();
+    match tokio::time::timeout(class.timeout(), state.sender.call(action)).await {
+        Ok(Ok(reply)) => response::from_api(&reply, flags),
+        Ok(Err(e)) => error_response(&RequestError::Channel(e), flags),
+        Err(_) => {
+            let e = RequestError::Timeout {
+                label,
+                secs: class.timeout().as_secs(),
+            };
+            log::error!("{e}");
+            error_response(&e, flags)
+        }
+    }
+}
