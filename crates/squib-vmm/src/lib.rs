@@ -1,2 +1,27 @@
-//! The squib VMM: resource store, event loop, builder and vCPU threads.
+//! The squib VMM: everything between the API and KVM.
+//!
+//! - [`resources`]: the store every PUT/PATCH updates and `InstanceStart` builds from.
+//! - [`controller`]: the one admission gate (pre-boot / post-boot) and the action dispatch;
+//!   `handlers` hold what each action does.
+//! - [`builder`]: resources -> a running microVM, as named steps.
+//! - [`vstate`]: the KVM VM and the vCPU threads.
+//! - [`device_manager`]: buses, slots and interrupt routes for the devices.
+//! - [`vmm`]: the event loop on the main thread and the exit decision.
+//! - [`config_file`]: `--config-file` and `--metadata` through the same dispatch as the API.
 #![warn(missing_docs)]
+
+pub mod builder;
+pub mod config_file;
+pub mod control;
+pub mod controller;
+pub mod device_manager;
+pub mod exit_code;
+mod handlers;
+mod logging;
+mod metrics;
+mod rate_limiter;
+pub mod resources;
+pub mod vmm;
+pub mod vstate;
+
+pub use squib_devices::legacy::boot_timer::TimestampUs;

@@ -1,0 +1,157 @@
+//! Start-up and shutdown in Firecracker's order, with the log lines launchers wait for:
+//! `Running Firecracker v<version>`, `API server started.`, and the final
+//! `Firecracker exiting successfully. exit_code=0` / `Firecracker exiting with error. exit_code=N`.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use squib_api::channel::api_channel;
+use squib_api::mirror::StateMirror;
+use squib_api::server::{ApiServer, ApiServerConfig};
+use squib_logger::metrics::METRICS;
+use squib_vmm::control::ControlEvents;
+use squib_vmm::exit_code::FcExitCode;
+use squib_vmm::vmm::{Vmm, VmmOptions};
+
+use crate::cli::{self, Cli, CliOutcome};
+
+/// Requests the API thread may queue before it waits for the VMM.
+const API_CHANNEL_CAPACITY: usize = 16;
+
+/// Run squib with `args` (without the program name); returns the process exit code.
+pub fn run(args: impl IntoIterator<Item = String>) -> i32 {
+    let start = squib_vmm::TimestampUs::now();
+    let cli = match cli::parse(args) {
+        Ok(CliOutcome::Run(cli)) => cli,
+        Ok(CliOutcome::PrintAndExit { text, code }) => {
+            print!("{text}");
+            return code;
+        }
+        Err(e) => {
+            eprintln!("Arguments parsing error: {e}\n\nFor more information try --help.");
+            return e.exit_code();
+        }
+    };
+    if let Err(code) = init_logging(&cli) {
+        return code.code();
+    }
+    log::info!("Running Firecracker v{}", squib_api::version::FIRECRACKER_VERSION);
+    let code = run_vmm(&cli, start);
+    if let Err(e) = squib_logger::metrics::write_metrics() {
+        log::warn!("Failed to write metrics at exit: {e}");
+    }
+    if code == FcExitCode::Ok {
+        log::info!("Firecracker exiting successfully. exit_code=0");
+    } else {
+        log::error!("Firecracker exiting with error. exit_code={}", code.code());
+    }
+    log::logger().flush();
+    code.code()
+}
+
+fn init_logging(cli: &Cli) -> Result<(), FcExitCode> {
+    if let Err(e) = squib_logger::logger::init(&cli.id) {
+        eprintln!("Failed to initialise the logger: {e}");
+        return Err(FcExitCode::GenericError);
+    }
+    if let Err(e) = squib_logger::logger::configure(cli.logger_settings()) {
+        eprintln!("Logger error: {e}");
+        return Err(FcExitCode::BadConfiguration);
+    }
+    if let Some(path) = &cli.metrics_path {
+        if let Err(e) = squib_logger::metrics::init_metrics(path) {
+            log::error!("Metrics error: {e}");
+            return Err(FcExitCode::GenericError);
+        }
+    }
+    Ok(())
+}
+
+fn run_vmm(cli: &Cli, start: squib_vmm::TimestampUs) -> FcExitCode {
+    let (control, flags) = match ControlEvents::new() {
+        Ok(pair) => pair,
+        Err(e) => {
+            log::error!("Cannot create the VMM's control events: {e}");
+            return FcExitCode::GenericError;
+        }
+    };
+    let mirror = Arc::new(StateMirror::new(cli.id.clone()));
+    let api = if cli.no_api {
+        None
+    } else {
+        match start_api_server(cli, &control, &mirror) {
+            Ok(receiver) => Some(receiver),
+            Err(code) => return code,
+        }
+    };
+    record_startup_time(cli, start);
+    let options = VmmOptions {
+        boot_timer: cli.boot_timer,
+        mmds_size_limit: cli.mmds_size_limit.unwrap_or(cli.http_api_max_payload_size),
+    };
+    let mut vmm = match Vmm::new(options, mirror, control, flags, api) {
+        Ok(vmm) => vmm,
+        Err(e) => {
+            log::error!("{e}");
+            return FcExitCode::GenericError;
+        }
+    };
+    if let Some(path) = &cli.metadata {
+        if let Err(e) = vmm.load_metadata(path) {
+            log::error!("{e}");
+            return FcExitCode::GenericError;
+        }
+    }
+    if let Some(path) = &cli.config_file {
+        if let Err(e) = boot_from_config_file(&mut vmm, path) {
+            log::error!("{e}");
+            return FcExitCode::GenericError;
+        }
+    }
+    vmm.run()
+}
+
+fn start_api_server(
+    cli: &Cli,
+    control: &ControlEvents,
+    mirror: &Arc<StateMirror>,
+) -> Result<squib_api::channel::ApiReceiver, FcExitCode> {
+    let config = ApiServerConfig {
+        socket_path: cli.api_sock.clone(),
+        max_payload_size: cli.http_api_max_payload_size,
+        mmds_size_limit: cli.mmds_size_limit.unwrap_or(cli.http_api_max_payload_size),
+    };
+    let server = ApiServer::bind(config).map_err(|e| {
+        log::error!("{e}");
+        FcExitCode::GenericError
+    })?;
+    let wake = control.api_wake.try_clone().map_err(|e| {
+        log::error!("Cannot create the API wake eventfd: {e}");
+        FcExitCode::GenericError
+    })?;
+    let (sender, receiver) = api_channel(API_CHANNEL_CAPACITY, wake);
+    server.spawn(sender, mirror.clone()).map_err(|e| {
+        log::error!("Cannot start the API thread: {e}");
+        FcExitCode::GenericError
+    })?;
+    log::info!("API server started.");
+    Ok(receiver)
+}
+
+/// `api_server.process_startup_time_us` / `_cpu_us`, from `--start-time-us` when a jailer
+/// passed it, else from this process's own start.
+fn record_startup_time(cli: &Cli, start: squib_vmm::TimestampUs) {
+    let now = squib_vmm::TimestampUs::now();
+    let wall_start = cli.start_time_us.unwrap_or(start.wall_us);
+    let cpu_start = cli.start_time_cpu_us.unwrap_or(0);
+    METRICS.api_server.process_startup_time_us.store(now.wall_us.saturating_sub(wall_start));
+    let cpu = now.cpu_us.saturating_sub(cpu_start) + cli.parent_cpu_time_us.unwrap_or(0);
+    METRICS.api_server.process_startup_time_cpu_us.store(cpu);
+}
+
+fn boot_from_config_file(vmm: &mut Vmm, path: &Path) -> Result<(), String> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| format!("Cannot read the configuration file {}: {e}", path.display()))?;
+    vmm.boot_from_config(&bytes)
+        .map_err(|e| format!("Building VMM configured from cmdline json failed: {e}"))
+}

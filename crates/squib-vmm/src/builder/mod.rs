@@ -1,0 +1,271 @@
+//! Turns the resource store into a running microVM on `InstanceStart`: a list of named steps
+//! (memory, VM, kernel, devices, command line, system tables, vCPUs), each failing with a
+//! [`StartMicrovmError`] that names what went wrong.
+
+use std::fs::File;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use event_manager::{EventManager, MutEventSubscriber, SubscriberOps};
+use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
+use kvm_ioctls::{Kvm, VcpuFd};
+use linux_loader::cmdline::Cmdline;
+use squib_arch::acpi::{create_acpi_tables, AcpiConfig};
+use squib_arch::boot::{configure_system, BootConfig};
+use squib_arch::cpuid::pvm::PVM_GUEST_KERNEL_ARGS;
+use squib_arch::cpuid::{host_is_kvm_pvm, normalize_cpuid, CpuidConfig};
+use squib_arch::kernel::{load_initrd_above, load_kernel, LoadedKernel};
+use squib_arch::layout::CMDLINE_MAX_SIZE;
+use squib_arch::memory::create_guest_memory;
+use squib_arch::mptable::setup_mptable;
+use squib_arch::regs::{setup_boot_vcpu_state, setup_fpu_and_msrs, setup_lapic};
+use squib_devices::legacy::boot_timer::{BootTimer, TimestampUs};
+use squib_devices::legacy::serial::{SerialDevice, SerialInput};
+use squib_devices::virtio::block::Block;
+use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::device_manager::{DeviceManager, LegacyDevices};
+use crate::resources::VmResources;
+use crate::vstate::vcpu::{StopNotifier, VcpuHandle, VcpuRunner};
+use crate::vstate::vm::Vm;
+
+mod errors;
+pub use errors::StartMicrovmError;
+
+/// The event loop's subscriber type: every device shares it.
+pub type Subscriber = Arc<Mutex<dyn MutEventSubscriber + Send>>;
+
+/// What the builder needs besides the resource store.
+pub struct BuildContext<'a> {
+    /// When InstanceStart arrived (the boot timer measures from here).
+    pub start: TimestampUs,
+    /// The same moment, for the time-to-first-`KVM_RUN` log line.
+    pub instant: std::time::Instant,
+    /// Attach the boot timer (`--boot-timer`).
+    pub boot_timer: bool,
+    /// The i8042 writes this when the guest resets.
+    pub reset_evt: &'a EventFd,
+    /// vCPUs report through this when they stop.
+    pub stop: StopNotifier,
+}
+
+/// A microVM that is running: everything that must live as long as the guest.
+pub struct RunningVm {
+    /// The KVM VM (owns the memory slots).
+    pub vm: Vm,
+    /// Guest RAM.
+    pub mem: GuestMemoryMmap,
+    /// One handle per vCPU thread.
+    pub vcpus: Vec<VcpuHandle>,
+    /// Serial, i8042 and boot timer.
+    pub legacy: LegacyDevices,
+    /// Block devices by drive id, in attach order.
+    pub blocks: Vec<(String, Arc<Mutex<Block>>)>,
+    /// The kernel command line the guest got.
+    pub cmdline: String,
+}
+
+/// Build the microVM described by `resources` and start its vCPUs.
+///
+/// # Errors
+/// [`StartMicrovmError`] naming the step that failed; nothing keeps running on error.
+pub fn build_microvm(
+    resources: &VmResources,
+    events: &mut EventManager<Subscriber>,
+    ctx: BuildContext<'_>,
+) -> Result<RunningVm, StartMicrovmError> {
+    resources.check_buildable()?;
+    let boot = resources.boot_source().ok_or(StartMicrovmError::MissingKernel)?;
+    let machine = resources.machine_config();
+
+    let kvm = Kvm::new().map_err(StartMicrovmError::Kvm)?;
+    let mem = create_guest_memory(machine.mem_size_mib)?;
+    let vm = Vm::new(&kvm)?;
+    vm.register_memory(&mem)?;
+
+    let kernel = load_kernel(&mem, &mut boot.kernel_file()?)?;
+    let initrd = match boot.initrd_file()? {
+        Some(mut file) => Some(load_initrd_above(&mem, &mut file, kernel.kernel_end)?),
+        None => None,
+    };
+
+    let mut devices = DeviceManager::new();
+    let boot_timer = if ctx.boot_timer { Some(devices.attach_boot_timer(ctx.start)?) } else { None };
+    // Event-loop subscribers are added only once every step has succeeded, so a failed
+    // InstanceStart leaves nothing behind in the loop.
+    let mut subscribers: Vec<Subscriber> = Vec::new();
+    let (serial, i8042) =
+        attach_serial_and_i8042(&mut devices, &vm, resources, ctx.reset_evt, &mut subscribers)?;
+    let blocks = attach_blocks(&mut devices, &vm, &mem, resources, &mut subscribers)?;
+
+    let cmdline = build_cmdline(resources, &devices)?;
+    setup_mptable(&mem, machine.vcpu_count)?;
+    let rsdp = create_acpi_tables(
+        &mem,
+        &AcpiConfig {
+            vcpu_count: machine.vcpu_count,
+            mmio_devices: &devices.mmio_devices,
+            serial: true,
+            i8042: true,
+        },
+    )?;
+    configure_system(
+        &mem,
+        &BootConfig {
+            kernel: &kernel,
+            cmdline: &cmdline,
+            initrd,
+            rsdp_addr: Some(rsdp),
+            num_cpus: machine.vcpu_count,
+        },
+    )?;
+
+    let vcpu_fds = create_vcpus(&kvm, &vm, &mem, &kernel, machine.vcpu_count, machine.smt)?;
+    for subscriber in subscribers {
+        events.add_subscriber(subscriber);
+    }
+    let pio_bus = Arc::new(devices.pio_bus);
+    let mmio_bus = Arc::new(devices.mmio_bus);
+    let mut vcpus = Vec::with_capacity(vcpu_fds.len());
+    for (index, fd) in (0u8..).zip(vcpu_fds) {
+        let runner = VcpuRunner {
+            index,
+            fd,
+            pio_bus: pio_bus.clone(),
+            mmio_bus: mmio_bus.clone(),
+            stop: ctx.stop.clone(),
+            instance_start: (index == 0).then_some(ctx.instant),
+        };
+        vcpus.push(runner.spawn().map_err(StartMicrovmError::SpawnVcpu)?);
+    }
+
+    let cmdline = cmdline.as_cstring().map(|c| c.to_string_lossy().into_owned()).unwrap_or_default();
+    Ok(RunningVm {
+        vm,
+        mem,
+        vcpus,
+        legacy: LegacyDevices { serial, i8042, boot_timer },
+        blocks,
+        cmdline,
+    })
+}
+
+type SerialAndI8042 = (
+    Arc<Mutex<SerialDevice>>,
+    Arc<Mutex<squib_devices::legacy::i8042::I8042Device>>,
+);
+
+/// COM1 writes to `serial_out_path` when `PUT /serial` set one, else to stdout and reads
+/// stdin.
+fn attach_serial_and_i8042(
+    devices: &mut DeviceManager,
+    vm: &Vm,
+    resources: &VmResources,
+    reset_evt: &EventFd,
+    subscribers: &mut Vec<Subscriber>,
+) -> Result<SerialAndI8042, StartMicrovmError> {
+    let out_path = resources.serial().and_then(|s| s.serial_out_path.clone());
+    let output: Box<dyn Write + Send> = match &out_path {
+        Some(path) => Box::new(
+            File::options()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| StartMicrovmError::SerialOutput(path.clone(), e))?,
+        ),
+        None => Box::new(std::io::stdout()),
+    };
+    let irq = EventFd::new(libc::EFD_NONBLOCK).map_err(StartMicrovmError::EventFd)?;
+    let serial = SerialDevice::new(irq.try_clone().map_err(StartMicrovmError::EventFd)?, output);
+    let reset = reset_evt.try_clone().map_err(StartMicrovmError::EventFd)?;
+    let (serial, i8042) = devices.attach_legacy(vm, serial, &irq, reset)?;
+    if out_path.is_none() {
+        let input = SerialInput::stdin(serial.clone()).map_err(StartMicrovmError::EventFd)?;
+        subscribers.push(Arc::new(Mutex::new(input)));
+    }
+    Ok((serial, i8042))
+}
+
+fn attach_blocks(
+    devices: &mut DeviceManager,
+    vm: &Vm,
+    mem: &GuestMemoryMmap,
+    resources: &VmResources,
+    subscribers: &mut Vec<Subscriber>,
+) -> Result<Vec<(String, Arc<Mutex<Block>>)>, StartMicrovmError> {
+    let mut blocks = Vec::new();
+    for drive in resources.drives_in_attach_order() {
+        let block = Arc::new(Mutex::new(drive.build_block()?));
+        devices.attach_virtio(vm, mem, block.clone())?;
+        subscribers.push(block.clone());
+        blocks.push((drive.config.drive_id.as_str().to_owned(), block));
+    }
+    Ok(blocks)
+}
+
+/// The user's `boot_args` (or Firecracker's default) plus what Firecracker appends.
+fn build_cmdline(resources: &VmResources, devices: &DeviceManager) -> Result<Cmdline, StartMicrovmError> {
+    let mut cmdline = Cmdline::new(CMDLINE_MAX_SIZE).map_err(StartMicrovmError::Cmdline)?;
+    let boot_args = resources.boot_args();
+    // Init arguments after ` -- ` must stay last: kernel parameters go before them.
+    let (kernel_args, init_args) = match boot_args.split_once(" -- ") {
+        Some((k, i)) => (k, Some(i)),
+        None => (boot_args.as_str(), None),
+    };
+    cmdline.insert_str(kernel_args).map_err(StartMicrovmError::Cmdline)?;
+    cmdline.insert_str("pci=off").map_err(StartMicrovmError::Cmdline)?;
+    if host_is_kvm_pvm() {
+        // kvm_pvm shows guests the host's own CPUID leaves 1 and 7 whatever KVM_SET_CPUID2
+        // says, so hiding XSAVE/POPCNT/SMAP/FSGSBASE there takes the kernel's own switches.
+        cmdline.insert_str(PVM_GUEST_KERNEL_ARGS).map_err(StartMicrovmError::Cmdline)?;
+    }
+    if let Some(root_args) = resources.root_device_cmdline() {
+        cmdline.insert_str(root_args).map_err(StartMicrovmError::Cmdline)?;
+    }
+    for entry in devices.cmdline_entries() {
+        cmdline.insert_str(entry).map_err(StartMicrovmError::Cmdline)?;
+    }
+    if let Some(init_args) = init_args {
+        cmdline.insert_init_args(init_args).map_err(StartMicrovmError::Cmdline)?;
+    }
+    Ok(cmdline)
+}
+
+/// Create and configure every vCPU (on this thread, before any runs).
+fn create_vcpus(
+    kvm: &Kvm,
+    vm: &Vm,
+    mem: &GuestMemoryMmap,
+    kernel: &LoadedKernel,
+    vcpu_count: u8,
+    smt: bool,
+) -> Result<Vec<VcpuFd>, StartMicrovmError> {
+    let supported = kvm
+        .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+        .map_err(StartMicrovmError::Kvm)?;
+    let hide_pvm_unsupported = host_is_kvm_pvm();
+    let mut fds = Vec::with_capacity(usize::from(vcpu_count));
+    for index in 0..vcpu_count {
+        let fd = vm.fd().create_vcpu(u64::from(index)).map_err(StartMicrovmError::Kvm)?;
+        let mut cpuid = supported.clone();
+        normalize_cpuid(
+            &mut cpuid,
+            &CpuidConfig { vcpu_index: index, vcpu_count, smt, hide_pvm_unsupported },
+        )?;
+        fd.set_cpuid2(&cpuid).map_err(StartMicrovmError::Kvm)?;
+        setup_fpu_and_msrs(&fd)?;
+        setup_lapic(&fd)?;
+        if index == 0 {
+            setup_boot_vcpu_state(&fd, mem, kernel)?;
+        }
+        fds.push(fd);
+    }
+    Ok(fds)
+}
+
+/// The boot timer's reading, for benchmarks and logs.
+#[must_use]
+pub fn boot_time(timer: &Mutex<BootTimer>) -> Option<(u64, u64)> {
+    timer.lock().ok()?.last_boot_time()
+}

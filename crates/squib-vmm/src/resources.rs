@@ -1,0 +1,271 @@
+//! The resource store: what the API (or `--config-file`) configured before boot, and what
+//! `InstanceStart` builds from. Every PUT/PATCH lands here; `GET /vm/config` reads it back.
+//!
+//! Inputs are already validated by `squib-api`; this store adds the checks that need I/O
+//! (opening the kernel, initrd and drive files, as Firecracker does at PUT time) or other
+//! resources (one root device, memory vs. balloon size).
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use squib_api::schemas::{
+    BalloonConfig, BootSourceConfig, CacheType, CpuConfig, DriveConfig, EntropyConfig,
+    HotplugMemoryConfig, IoEngine, MachineConfig, MmdsConfig, NetworkInterfaceConfig, PmemConfig,
+    SerialConfig, VsockConfig,
+};
+use squib_devices::virtio::block::{Block, BlockConfig, BlockError, CacheMode};
+
+use crate::rate_limiter::build_rate_limiter;
+
+/// Firecracker's default kernel command line when `boot_args` is absent (facts §4).
+pub const DEFAULT_KERNEL_CMDLINE: &str =
+    "reboot=k panic=1 nomodule 8250.nr_uarts=0 i8042.noaux i8042.nomux i8042.dumbkbd swiotlb=noforce";
+
+/// Why a resource was refused. `Display` is the text after Firecracker's variant prefix.
+#[derive(Debug, thiserror::Error)]
+pub enum ResourceError {
+    /// The kernel image cannot be opened.
+    #[error("The kernel file cannot be opened: {0}")]
+    KernelFile(#[source] std::io::Error),
+    /// The initrd cannot be opened.
+    #[error("The initrd file cannot be opened: {0}")]
+    InitrdFile(#[source] std::io::Error),
+    /// A drive's backing file cannot be opened.
+    #[error("Unable to open the block device backing file {}: {}", .0.display(), .1)]
+    DriveFile(PathBuf, #[source] std::io::Error),
+    /// A second root device.
+    #[error("A root block device already exists!")]
+    RootBlockDeviceAlreadyAdded,
+    /// A configured device that squib cannot build yet.
+    #[error("{0} is not supported by squib yet")]
+    NotSupported(&'static str),
+    /// A drive without a backing file (vhost-user).
+    #[error("Drive {0} has no path_on_host: vhost-user block devices are not supported by squib yet")]
+    NoBackingFile(String),
+}
+
+/// The boot source and its opened files.
+#[derive(Debug)]
+pub struct BootSource {
+    /// As configured.
+    pub config: BootSourceConfig,
+    kernel: File,
+    initrd: Option<File>,
+}
+
+impl BootSource {
+    /// A fresh handle on the kernel image (the builder reads it from the start).
+    ///
+    /// # Errors
+    /// [`ResourceError::KernelFile`] when the descriptor cannot be duplicated.
+    pub fn kernel_file(&self) -> Result<File, ResourceError> {
+        self.kernel.try_clone().map_err(ResourceError::KernelFile)
+    }
+
+    /// A fresh handle on the initrd, if one is configured.
+    ///
+    /// # Errors
+    /// [`ResourceError::InitrdFile`] when the descriptor cannot be duplicated.
+    pub fn initrd_file(&self) -> Result<Option<File>, ResourceError> {
+        self.initrd
+            .as_ref()
+            .map(|f| f.try_clone().map_err(ResourceError::InitrdFile))
+            .transpose()
+    }
+}
+
+/// A configured drive.
+#[derive(Debug, Clone)]
+pub struct Drive {
+    /// As configured.
+    pub config: DriveConfig,
+}
+
+impl Drive {
+    /// The virtio-block device for this drive.
+    ///
+    /// # Errors
+    /// [`BlockError`] when the backing file cannot be opened or sized.
+    pub fn build_block(&self) -> Result<Block, BlockError> {
+        let path = self.config.path_on_host.clone().unwrap_or_default();
+        Block::new(BlockConfig {
+            drive_id: self.config.drive_id.as_str().to_owned(),
+            path,
+            read_only: self.config.is_read_only,
+            cache: match self.config.cache_type {
+                CacheType::Unsafe => CacheMode::Unsafe,
+                CacheType::Writeback => CacheMode::Writeback,
+            },
+            rate_limiter: self.config.rate_limiter.as_ref().map(build_rate_limiter).transpose()?,
+        })
+    }
+}
+
+/// Everything configured before boot.
+#[derive(Debug, Default)]
+pub struct VmResources {
+    machine_config: MachineConfig,
+    boot_source: Option<BootSource>,
+    drives: Vec<Drive>,
+    serial: Option<SerialConfig>,
+    /// Network interfaces (not built yet: InstanceStart refuses them).
+    pub net: Vec<NetworkInterfaceConfig>,
+    /// vsock (not built yet).
+    pub vsock: Option<VsockConfig>,
+    /// Balloon (not built yet).
+    pub balloon: Option<BalloonConfig>,
+    /// Entropy device (not built yet).
+    pub entropy: Option<EntropyConfig>,
+    /// pmem devices (not built yet).
+    pub pmem: Vec<PmemConfig>,
+    /// virtio-mem (not built yet).
+    pub memory_hotplug: Option<HotplugMemoryConfig>,
+    /// MMDS configuration.
+    pub mmds_config: Option<MmdsConfig>,
+    /// Custom CPU template (not applied yet).
+    pub cpu_config: Option<CpuConfig>,
+}
+
+fn open_readable(path: &Path) -> std::io::Result<File> {
+    File::open(path)
+}
+
+impl VmResources {
+    /// The machine configuration (defaults until a PUT/PATCH).
+    #[must_use]
+    pub fn machine_config(&self) -> &MachineConfig {
+        &self.machine_config
+    }
+
+    /// Replace the machine configuration.
+    pub fn set_machine_config(&mut self, config: MachineConfig) {
+        self.machine_config = config;
+    }
+
+    /// The boot source, once configured.
+    #[must_use]
+    pub fn boot_source(&self) -> Option<&BootSource> {
+        self.boot_source.as_ref()
+    }
+
+    /// Configure the kernel (and initrd), opening them now as Firecracker does.
+    ///
+    /// # Errors
+    /// [`ResourceError::KernelFile`] / [`ResourceError::InitrdFile`] with the OS error.
+    pub fn set_boot_source(&mut self, config: BootSourceConfig) -> Result<(), ResourceError> {
+        let kernel = open_readable(&config.kernel_image_path).map_err(ResourceError::KernelFile)?;
+        let initrd = config
+            .initrd_path
+            .as_deref()
+            .map(|p| open_readable(p).map_err(ResourceError::InitrdFile))
+            .transpose()?;
+        self.boot_source = Some(BootSource { config, kernel, initrd });
+        Ok(())
+    }
+
+    /// The kernel command line the user asked for, or Firecracker's default.
+    #[must_use]
+    pub fn boot_args(&self) -> String {
+        self.boot_source
+            .as_ref()
+            .and_then(|b| b.config.boot_args.clone())
+            .unwrap_or_else(|| DEFAULT_KERNEL_CMDLINE.to_owned())
+    }
+
+    /// Add or replace a drive. A root drive goes first, so it becomes `/dev/vda`.
+    ///
+    /// # Errors
+    /// A second root device, or a backing file that cannot be opened with the access asked for.
+    pub fn put_drive(&mut self, config: DriveConfig) -> Result<(), ResourceError> {
+        let existing = self.drives.iter().position(|d| d.config.drive_id == config.drive_id);
+        let other_root = self
+            .drives
+            .iter()
+            .enumerate()
+            .any(|(i, d)| d.config.is_root_device && Some(i) != existing);
+        if config.is_root_device && other_root {
+            return Err(ResourceError::RootBlockDeviceAlreadyAdded);
+        }
+        if let Some(path) = &config.path_on_host {
+            File::options()
+                .read(true)
+                .write(!config.is_read_only)
+                .open(path)
+                .map_err(|e| ResourceError::DriveFile(path.clone(), e))?;
+        } else if config.socket.is_none() {
+            return Err(ResourceError::NoBackingFile(config.drive_id.as_str().to_owned()));
+        }
+        if let Some(i) = existing {
+            self.drives.remove(i);
+        }
+        let drive = Drive { config };
+        if drive.config.is_root_device {
+            self.drives.insert(0, drive);
+        } else {
+            self.drives.push(drive);
+        }
+        Ok(())
+    }
+
+    /// Drives, root first, then in the order they were added.
+    pub fn drives_in_attach_order(&self) -> impl Iterator<Item = &Drive> {
+        self.drives.iter()
+    }
+
+    /// The drive with `drive_id`.
+    #[must_use]
+    pub fn drive(&self, drive_id: &str) -> Option<&Drive> {
+        self.drives.iter().find(|d| d.config.drive_id.as_str() == drive_id)
+    }
+
+    /// `root=... rw|ro` for the root drive, if there is one.
+    #[must_use]
+    pub fn root_device_cmdline(&self) -> Option<String> {
+        let root = self.drives.iter().find(|d| d.config.is_root_device)?;
+        let mode = if root.config.is_read_only { "ro" } else { "rw" };
+        Some(match &root.config.partuuid {
+            Some(uuid) => format!("root=PARTUUID={uuid} {mode}"),
+            None => format!("root=/dev/vda {mode}"),
+        })
+    }
+
+    /// The serial configuration from `PUT /serial`.
+    #[must_use]
+    pub fn serial(&self) -> Option<&SerialConfig> {
+        self.serial.as_ref()
+    }
+
+    /// Replace the serial configuration.
+    pub fn set_serial(&mut self, config: SerialConfig) {
+        self.serial = Some(config);
+    }
+
+    /// Refuse, naming it, any configured device squib cannot build yet.
+    ///
+    /// # Errors
+    /// [`ResourceError::NotSupported`] for the first such device.
+    pub fn check_buildable(&self) -> Result<(), ResourceError> {
+        let unsupported = [
+            (!self.net.is_empty(), "virtio-net (network interfaces)"),
+            (self.vsock.is_some(), "virtio-vsock"),
+            (self.balloon.is_some(), "virtio-balloon"),
+            (self.entropy.is_some(), "virtio-rng (entropy device)"),
+            (!self.pmem.is_empty(), "virtio-pmem"),
+            (self.memory_hotplug.is_some(), "virtio-mem (memory hotplug)"),
+            (self.cpu_config.is_some(), "custom CPU templates (cpu-config)"),
+            (self.serial.as_ref().is_some_and(|s| s.rate_limiter.is_some()), "serial rate limiter"),
+        ];
+        if let Some((_, what)) = unsupported.iter().find(|(configured, _)| *configured) {
+            return Err(ResourceError::NotSupported(what));
+        }
+        for drive in &self.drives {
+            if drive.config.socket.is_some() {
+                return Err(ResourceError::NotSupported("vhost-user block devices"));
+            }
+            if drive.config.io_engine == IoEngine::Async {
+                return Err(ResourceError::NotSupported("the Async (io_uring) block io_engine"));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,161 @@
+//! The VMM: owns the resource store, the running microVM (after `InstanceStart`) and the event
+//! loop on the main thread, and decides when the process exits.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use event_manager::{EventManager, SubscriberOps};
+use squib_api::channel::ApiReceiver;
+use squib_api::mirror::{StateMirror, VmState};
+use squib_mmds::data_store::MmdsStore;
+
+use crate::builder::{RunningVm, Subscriber};
+use crate::control::{ControlEvents, ControlFlags};
+use crate::exit_code::FcExitCode;
+use crate::resources::VmResources;
+use crate::vstate::vcpu::{StopNotifier, StopReason};
+
+/// How long vCPUs get to acknowledge a pause or resume.
+pub const VCPU_ACK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Options from the command line that shape the VM.
+#[derive(Debug, Clone, Default)]
+pub struct VmmOptions {
+    /// Attach the boot timer device (`--boot-timer`).
+    pub boot_timer: bool,
+    /// Bytes the MMDS data store may hold (`--mmds-size-limit`).
+    pub mmds_size_limit: usize,
+}
+
+/// Why the VMM could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum VmmError {
+    /// The event loop could not be created.
+    #[error("Cannot create the event loop: {0}")]
+    EventManager(#[from] event_manager::Error),
+    /// An eventfd or timerfd could not be created.
+    #[error("Cannot create the VMM's control events: {0}")]
+    Control(#[source] std::io::Error),
+    /// The vCPU kick signal handler could not be installed.
+    #[error("Cannot install the vCPU signal handler: {0}")]
+    Signal(#[source] vmm_sys_util::errno::Error),
+}
+
+/// The VMM state machine and its event loop.
+pub struct Vmm {
+    pub(crate) options: VmmOptions,
+    pub(crate) resources: VmResources,
+    pub(crate) mmds: MmdsStore,
+    pub(crate) mirror: Arc<StateMirror>,
+    pub(crate) events: EventManager<Subscriber>,
+    pub(crate) control: Arc<Mutex<ControlEvents>>,
+    pub(crate) flags: ControlFlags,
+    pub(crate) stop: StopNotifier,
+    pub(crate) running: Option<RunningVm>,
+    pub(crate) paused: bool,
+    /// Set when a request (or a failure) ends the process.
+    pub(crate) exit: Option<FcExitCode>,
+    api: Option<ApiReceiver>,
+}
+
+impl Vmm {
+    /// A VMM with an empty resource store, serving requests from `api` (if any).
+    ///
+    /// # Errors
+    /// [`VmmError`] when the event loop or its eventfds cannot be created.
+    pub fn new(
+        options: VmmOptions,
+        mirror: Arc<StateMirror>,
+        control: ControlEvents,
+        flags: ControlFlags,
+        api: Option<ApiReceiver>,
+    ) -> Result<Self, VmmError> {
+        crate::vstate::vcpu::register_kick_signal_handler().map_err(VmmError::Signal)?;
+        let mut events = EventManager::new()?;
+        let stop = StopNotifier::new(control.vcpu_stop.clone());
+        let control = Arc::new(Mutex::new(control));
+        events.add_subscriber(control.clone() as Subscriber);
+        Ok(Self {
+            mmds: MmdsStore::new(options.mmds_size_limit),
+            options,
+            resources: VmResources::default(),
+            mirror,
+            events,
+            control,
+            flags,
+            stop,
+            running: None,
+            paused: false,
+            exit: None,
+            api,
+        })
+    }
+
+    /// The resource store (for `--config-file`, which fills it before the loop runs).
+    pub fn resources_mut(&mut self) -> &mut VmResources {
+        &mut self.resources
+    }
+
+    /// Run the event loop until the guest or a request ends the VMM; returns the exit code.
+    pub fn run(&mut self) -> FcExitCode {
+        loop {
+            if let Some(code) = self.exit {
+                return code;
+            }
+            if let Err(e) = self.events.run() {
+                log::error!("Event loop failed: {e}");
+                return FcExitCode::UnexpectedError;
+            }
+            let fired = self.flags.take();
+            if fired.reset {
+                log::info!("Vmm is stopping.");
+                return FcExitCode::Ok;
+            }
+            if fired.vcpu_stop {
+                return self.vcpu_stopped();
+            }
+            if fired.metrics {
+                crate::metrics::write_periodic();
+            }
+            if fired.api {
+                self.serve_api();
+            }
+        }
+    }
+
+    fn vcpu_stopped(&mut self) -> FcExitCode {
+        log::info!("Vmm is stopping.");
+        match self.stop.reason() {
+            Some(StopReason::GuestReset) | None => FcExitCode::Ok,
+            Some(StopReason::Fault(reason)) => {
+                log::error!("The microVM stopped: {reason}");
+                FcExitCode::GenericError
+            }
+        }
+    }
+
+    /// Answer every queued API request, one at a time.
+    fn serve_api(&mut self) {
+        while let Some(request) = self.api.as_mut().and_then(ApiReceiver::try_recv) {
+            let (action, reply) = request.into_parts();
+            reply.respond(self.handle_action(action));
+            if self.exit.is_some() {
+                return;
+            }
+        }
+    }
+
+    /// Mark the VM as running and let `GET /` see it.
+    pub(crate) fn set_state(&mut self, state: VmState) {
+        self.paused = state == VmState::Paused;
+        self.mirror.set_state(state);
+    }
+
+    /// Arm the periodic metrics flush.
+    pub(crate) fn arm_metrics_timer(&self) {
+        let mut control = self.control.lock().unwrap_or_else(|e| e.into_inner());
+        if let Err(e) = control.arm_metrics_timer(squib_logger::metrics::METRICS_PERIOD) {
+            log::warn!("Cannot arm the periodic metrics timer: {e}");
+        }
+    }
+}

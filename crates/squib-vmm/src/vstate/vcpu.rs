@@ -1,0 +1,311 @@
+//! vCPU threads: each runs `KVM_RUN` in a loop, dispatches port-I/O and MMIO exits to the
+//! shared buses, and obeys pause/resume commands from the VMM thread.
+//!
+//! Commands reach a vCPU that is inside `KVM_RUN` by a signal ([`kick_signal`]) whose handler
+//! sets `kvm_run.immediate_exit`, so the pending or next `KVM_RUN` returns `EINTR` at once —
+//! there is no window in which a command sent just before `KVM_RUN` is missed.
+//!
+//! A vCPU never ends the process itself: when the guest resets or the vCPU fails, it records
+//! a [`StopReason`], writes the VMM's stop eventfd and parks; the VMM thread exits.
+
+use std::cell::Cell;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use kvm_bindings::{kvm_run, KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN};
+use kvm_ioctls::{VcpuExit, VcpuFd};
+use squib_devices::bus::Bus;
+use squib_logger::metrics::METRICS;
+use vmm_sys_util::eventfd::EventFd;
+use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
+
+/// Why the VM must stop, as reported by a vCPU.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StopReason {
+    /// The guest asked for a reset or power-off through KVM (a clean stop, exit code 0).
+    GuestReset,
+    /// The vCPU cannot go on (triple fault, emulation failure, unhandled exit): exit code 1.
+    Fault(String),
+}
+
+/// What a vCPU reports when it must stop: the first reason wins.
+#[derive(Debug, Clone)]
+pub struct StopNotifier {
+    evt: Arc<EventFd>,
+    reason: Arc<Mutex<Option<StopReason>>>,
+}
+
+impl StopNotifier {
+    /// A notifier that writes `evt` when a vCPU stops.
+    #[must_use]
+    pub fn new(evt: Arc<EventFd>) -> Self {
+        Self { evt, reason: Arc::new(Mutex::new(None)) }
+    }
+
+    /// Record `reason` (unless one is already recorded) and wake the VMM.
+    pub fn notify(&self, reason: StopReason) {
+        let mut slot = self.reason.lock().unwrap_or_else(|e| e.into_inner());
+        slot.get_or_insert(reason);
+        if let Err(e) = self.evt.write(1) {
+            log::error!("Failed to signal the VMM that a vCPU stopped: {e}");
+        }
+    }
+
+    /// The recorded reason, if any.
+    #[must_use]
+    pub fn reason(&self) -> Option<StopReason> {
+        self.reason.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// A command from the VMM thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VcpuCommand {
+    /// Leave `KVM_RUN` and wait for [`VcpuCommand::Resume`].
+    Pause,
+    /// Run the guest again.
+    Resume,
+}
+
+/// A vCPU's acknowledgement of a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VcpuAck {
+    /// The vCPU is out of `KVM_RUN` and waiting.
+    Paused,
+    /// The vCPU is running the guest again.
+    Resumed,
+}
+
+thread_local! {
+    /// This thread's `kvm_run` mapping, for the kick signal handler.
+    static KVM_RUN_PTR: Cell<*mut kvm_run> = const { Cell::new(std::ptr::null_mut()) };
+}
+
+/// The signal that kicks a vCPU thread out of `KVM_RUN`.
+#[must_use]
+pub fn kick_signal() -> i32 {
+    SIGRTMIN()
+}
+
+extern "C" fn handle_kick(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    let ptr = KVM_RUN_PTR.with(Cell::get);
+    if !ptr.is_null() {
+        // SAFETY: the pointer was set by this thread's `VcpuRunner::run` to its own vCPU's
+        // `kvm_run` mmap, which stays mapped while the runner (and so the thread) lives. A
+        // volatile byte store is async-signal-safe and the kernel reads this field only on
+        // entry to KVM_RUN.
+        unsafe { std::ptr::addr_of_mut!((*ptr).immediate_exit).write_volatile(1) };
+    }
+}
+
+/// Install the kick signal handler (once per process, before vCPUs start).
+///
+/// # Errors
+/// The OS error when the handler cannot be installed.
+pub fn register_kick_signal_handler() -> Result<(), vmm_sys_util::errno::Error> {
+    register_signal_handler(kick_signal(), handle_kick)
+}
+
+/// The VMM thread's handle on one vCPU thread.
+#[derive(Debug)]
+pub struct VcpuHandle {
+    index: u8,
+    thread: JoinHandle<()>,
+    commands: Sender<VcpuCommand>,
+    acks: Receiver<VcpuAck>,
+}
+
+/// Why a vCPU did not acknowledge a command.
+#[derive(Debug, thiserror::Error)]
+pub enum VcpuControlError {
+    /// The vCPU thread is gone.
+    #[error("vCPU {0} is not running")]
+    Gone(u8),
+    /// The vCPU did not answer in time.
+    #[error("vCPU {0} did not acknowledge {1:?} in time")]
+    Timeout(u8, VcpuCommand),
+    /// The kick signal could not be delivered.
+    #[error("Cannot signal vCPU {0}: {1}")]
+    Kick(u8, vmm_sys_util::errno::Error),
+    /// The vCPU answered something else.
+    #[error("vCPU {0} answered {1:?} to {2:?}")]
+    UnexpectedAck(u8, VcpuAck, VcpuCommand),
+}
+
+impl VcpuHandle {
+    /// Send `command`, kick the thread out of `KVM_RUN`, and wait for its acknowledgement.
+    ///
+    /// # Errors
+    /// [`VcpuControlError`] when the vCPU is gone, does not answer within `timeout`, or answers
+    /// something else.
+    pub fn command(&self, command: VcpuCommand, timeout: Duration) -> Result<(), VcpuControlError> {
+        self.commands.send(command).map_err(|_| VcpuControlError::Gone(self.index))?;
+        self.thread
+            .kill(kick_signal())
+            .map_err(|e| VcpuControlError::Kick(self.index, e))?;
+        let expected = match command {
+            VcpuCommand::Pause => VcpuAck::Paused,
+            VcpuCommand::Resume => VcpuAck::Resumed,
+        };
+        match self.acks.recv_timeout(timeout) {
+            Ok(ack) if ack == expected => Ok(()),
+            Ok(ack) => Err(VcpuControlError::UnexpectedAck(self.index, ack, command)),
+            Err(RecvTimeoutError::Timeout) => Err(VcpuControlError::Timeout(self.index, command)),
+            Err(RecvTimeoutError::Disconnected) => Err(VcpuControlError::Gone(self.index)),
+        }
+    }
+}
+
+/// Everything a vCPU thread owns.
+pub struct VcpuRunner {
+    /// Index of the vCPU (also its APIC ID).
+    pub index: u8,
+    /// The configured KVM vCPU.
+    pub fd: VcpuFd,
+    /// Port-I/O devices.
+    pub pio_bus: Arc<Bus>,
+    /// MMIO devices.
+    pub mmio_bus: Arc<Bus>,
+    /// Where to report that the VM must stop.
+    pub stop: StopNotifier,
+    /// When `InstanceStart` arrived: the boot vCPU logs the time to its first `KVM_RUN`.
+    pub instance_start: Option<Instant>,
+}
+
+/// What the run loop does after one `KVM_RUN`.
+enum Step {
+    Continue,
+    Interrupted,
+    Stop(StopReason),
+}
+
+impl VcpuRunner {
+    /// Start the thread `fc_vcpu <index>` running this vCPU.
+    ///
+    /// # Errors
+    /// The OS error when the thread cannot be spawned.
+    pub fn spawn(self) -> std::io::Result<VcpuHandle> {
+        let index = self.index;
+        let (cmd_tx, cmd_rx) = std::sync::mpsc::channel();
+        let (ack_tx, ack_rx) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name(format!("fc_vcpu {index}"))
+            .spawn(move || self.run(&cmd_rx, &ack_tx))?;
+        Ok(VcpuHandle { index, thread, commands: cmd_tx, acks: ack_rx })
+    }
+
+    fn run(mut self, commands: &Receiver<VcpuCommand>, acks: &Sender<VcpuAck>) {
+        KVM_RUN_PTR.with(|p| p.set(std::ptr::from_mut(self.fd.get_kvm_run())));
+        if let Some(start) = self.instance_start.take() {
+            // squib-bench greps this line: keep its text.
+            log::info!("InstanceStart to first KVM_RUN: {} us", start.elapsed().as_micros());
+        }
+        loop {
+            match self.run_once() {
+                Step::Continue => {}
+                Step::Interrupted => {
+                    self.fd.set_kvm_immediate_exit(0);
+                    self.handle_commands(commands, acks);
+                }
+                Step::Stop(reason) => {
+                    if let StopReason::Fault(msg) = &reason {
+                        log::error!("vCPU {} stopped: {msg}", self.index);
+                        METRICS.vcpu.failures.inc();
+                    }
+                    self.stop.notify(reason);
+                    self.park(commands, acks);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Serve every pending command; a pause blocks here until the resume.
+    fn handle_commands(&self, commands: &Receiver<VcpuCommand>, acks: &Sender<VcpuAck>) {
+        while let Ok(command) = commands.try_recv() {
+            if command == VcpuCommand::Pause {
+                let _ = acks.send(VcpuAck::Paused);
+                // Wait for the resume; other pauses are acknowledged again.
+                loop {
+                    match commands.recv() {
+                        Ok(VcpuCommand::Resume) => break,
+                        Ok(VcpuCommand::Pause) => {
+                            let _ = acks.send(VcpuAck::Paused);
+                        }
+                        Err(_) => return,
+                    }
+                }
+            }
+            let _ = acks.send(VcpuAck::Resumed);
+        }
+    }
+
+    /// After a stop, answer commands (as paused) until the VMM exits the process.
+    fn park(&self, commands: &Receiver<VcpuCommand>, acks: &Sender<VcpuAck>) {
+        while let Ok(command) = commands.recv() {
+            let ack = match command {
+                VcpuCommand::Pause => VcpuAck::Paused,
+                VcpuCommand::Resume => VcpuAck::Resumed,
+            };
+            let _ = acks.send(ack);
+        }
+    }
+
+    fn run_once(&mut self) -> Step {
+        let index = self.index;
+        match self.fd.run() {
+            Ok(exit) => handle_exit(index, exit, &self.pio_bus, &self.mmio_bus),
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => Step::Interrupted,
+            Err(e) => Step::Stop(StopReason::Fault(format!("KVM_RUN failed: {e}"))),
+        }
+    }
+}
+
+/// Dispatch one exit. Nothing here allocates on the I/O paths, which are the hot ones.
+fn handle_exit(index: u8, exit: VcpuExit<'_>, pio: &Bus, mmio: &Bus) -> Step {
+    let vcpu_metrics = &METRICS.vcpu;
+    match exit {
+        VcpuExit::IoIn(port, data) => {
+            vcpu_metrics.exit_io_in.inc();
+            if !pio.read(u64::from(port), data) {
+                data.fill(0xff);
+            }
+            Step::Continue
+        }
+        VcpuExit::IoOut(port, data) => {
+            vcpu_metrics.exit_io_out.inc();
+            pio.write(u64::from(port), data);
+            Step::Continue
+        }
+        VcpuExit::MmioRead(addr, data) => {
+            vcpu_metrics.exit_mmio_read.inc();
+            if !mmio.read(addr, data) {
+                data.fill(0);
+            }
+            Step::Continue
+        }
+        VcpuExit::MmioWrite(addr, data) => {
+            vcpu_metrics.exit_mmio_write.inc();
+            mmio.write(addr, data);
+            Step::Continue
+        }
+        VcpuExit::Intr => Step::Interrupted,
+        VcpuExit::SystemEvent(kind, _) if kind == KVM_SYSTEM_EVENT_RESET || kind == KVM_SYSTEM_EVENT_SHUTDOWN => {
+            log::info!("vCPU {index} received a system event {kind}: stopping the VM");
+            Step::Stop(StopReason::GuestReset)
+        }
+        VcpuExit::Shutdown => Step::Stop(StopReason::Fault(
+            "the guest triple-faulted (KVM_EXIT_SHUTDOWN)".to_owned(),
+        )),
+        VcpuExit::Hlt => Step::Stop(StopReason::Fault("unexpected KVM_EXIT_HLT".to_owned())),
+        VcpuExit::FailEntry(reason, cpu) => Step::Stop(StopReason::Fault(format!(
+            "KVM_EXIT_FAIL_ENTRY: hardware entry failure reason {reason:#x} on cpu {cpu}"
+        ))),
+        VcpuExit::InternalError => Step::Stop(StopReason::Fault(
+            "KVM_EXIT_INTERNAL_ERROR: KVM could not emulate an instruction".to_owned(),
+        )),
+        other => Step::Stop(StopReason::Fault(format!("unhandled vCPU exit {other:?}"))),
+    }
+}
