@@ -35,7 +35,10 @@ pub fn run(args: impl IntoIterator<Item = String>) -> i32 {
     if let Err(code) = init_logging(&cli) {
         return code.code();
     }
-    log::info!("Running Firecracker v{}", squib_api::version::FIRECRACKER_VERSION);
+    log::info!(
+        "Running Firecracker v{}",
+        squib_api::version::FIRECRACKER_VERSION
+    );
     let code = run_vmm(&cli, start);
     if let Err(e) = squib_logger::metrics::write_metrics() {
         log::warn!("Failed to write metrics at exit: {e}");
@@ -144,7 +147,10 @@ fn record_startup_time(cli: &Cli, start: squib_vmm::TimestampUs) {
     let now = squib_vmm::TimestampUs::now();
     let wall_start = cli.start_time_us.unwrap_or(start.wall_us);
     let cpu_start = cli.start_time_cpu_us.unwrap_or(0);
-    METRICS.api_server.process_startup_time_us.store(now.wall_us.saturating_sub(wall_start));
+    METRICS
+        .api_server
+        .process_startup_time_us
+        .store(now.wall_us.saturating_sub(wall_start));
     let cpu = now.cpu_us.saturating_sub(cpu_start) + cli.parent_cpu_time_us.unwrap_or(0);
     METRICS.api_server.process_startup_time_cpu_us.store(cpu);
 }

@@ -157,10 +157,22 @@ mod tests {
         let mut bus = Bus::new();
         let dev = || -> SharedBusDevice { Arc::new(Mutex::new(Recorder::default())) };
         bus.insert(dev(), 0x1000, 0x1000).unwrap();
-        assert!(matches!(bus.insert(dev(), 0x1fff, 1), Err(BusError::Overlap { .. })));
-        assert!(matches!(bus.insert(dev(), 0x800, 0x801), Err(BusError::Overlap { .. })));
-        assert!(matches!(bus.insert(dev(), 0x5000, 0), Err(BusError::InvalidRange { .. })));
-        assert!(matches!(bus.insert(dev(), u64::MAX, 2), Err(BusError::InvalidRange { .. })));
+        assert!(matches!(
+            bus.insert(dev(), 0x1fff, 1),
+            Err(BusError::Overlap { .. })
+        ));
+        assert!(matches!(
+            bus.insert(dev(), 0x800, 0x801),
+            Err(BusError::Overlap { .. })
+        ));
+        assert!(matches!(
+            bus.insert(dev(), 0x5000, 0),
+            Err(BusError::InvalidRange { .. })
+        ));
+        assert!(matches!(
+            bus.insert(dev(), u64::MAX, 2),
+            Err(BusError::InvalidRange { .. })
+        ));
         bus.insert(dev(), 0x2000, 0x1000).unwrap();
         bus.insert(dev(), 0x800, 0x800).unwrap();
     }

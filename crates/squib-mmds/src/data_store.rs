@@ -31,13 +31,18 @@ impl MmdsStore {
     /// An empty, uninitialised store that accepts documents up to `size_limit` bytes.
     #[must_use]
     pub fn new(size_limit: usize) -> Self {
-        Self { data: None, size_limit }
+        Self {
+            data: None,
+            size_limit,
+        }
     }
 
     /// The document (`{}` before the first `PUT`).
     #[must_use]
     pub fn get(&self) -> Value {
-        self.data.clone().unwrap_or_else(|| Value::Object(Map::new()))
+        self.data
+            .clone()
+            .unwrap_or_else(|| Value::Object(Map::new()))
     }
 
     /// A value inside the document by JSON pointer (`/a/b`), for the guest-facing side.
@@ -118,14 +123,21 @@ mod tests {
     fn empty_store_reads_as_empty_object_and_refuses_patch() {
         let mut store = MmdsStore::new(1024);
         assert_eq!(store.get(), json!({}));
-        assert_eq!(store.patch(&json!({"a": 1})), Err(MmdsStoreError::NotInitialized));
+        assert_eq!(
+            store.patch(&json!({"a": 1})),
+            Err(MmdsStoreError::NotInitialized)
+        );
     }
 
     #[test]
     fn patch_follows_rfc7396() {
         let mut store = MmdsStore::new(1024);
-        store.put(json!({"a": "b", "c": {"d": "e", "f": "g"}})).unwrap();
-        store.patch(&json!({"a": "z", "c": {"f": null}, "n": [1]})).unwrap();
+        store
+            .put(json!({"a": "b", "c": {"d": "e", "f": "g"}}))
+            .unwrap();
+        store
+            .patch(&json!({"a": "z", "c": {"f": null}, "n": [1]}))
+            .unwrap();
         assert_eq!(store.get(), json!({"a": "z", "c": {"d": "e"}, "n": [1]}));
         assert_eq!(store.get_path("/c/d"), Some(&json!("e")));
     }
@@ -135,8 +147,14 @@ mod tests {
         let mut store = MmdsStore::new(20);
         store.put(json!({"k": "v"})).unwrap();
         let big = "x".repeat(32);
-        assert_eq!(store.put(json!({ "k": big })), Err(MmdsStoreError::LimitExceeded));
-        assert_eq!(store.patch(&json!({ "k": big })), Err(MmdsStoreError::LimitExceeded));
+        assert_eq!(
+            store.put(json!({ "k": big })),
+            Err(MmdsStoreError::LimitExceeded)
+        );
+        assert_eq!(
+            store.patch(&json!({ "k": big })),
+            Err(MmdsStoreError::LimitExceeded)
+        );
         assert_eq!(store.get(), json!({"k": "v"}));
     }
 

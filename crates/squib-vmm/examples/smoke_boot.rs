@@ -15,7 +15,10 @@ fn main() {
     squib_logger::logger::init("smoke").unwrap();
     let (control, flags) = squib_vmm::control::ControlEvents::new().unwrap();
     let mirror = Arc::new(StateMirror::new("smoke".into()));
-    let options = squib_vmm::vmm::VmmOptions { boot_timer: true, mmds_size_limit: 51200 };
+    let options = squib_vmm::vmm::VmmOptions {
+        boot_timer: true,
+        mmds_size_limit: 51200,
+    };
     let mut vmm = squib_vmm::vmm::Vmm::new(options, mirror, control, flags, None).unwrap();
     if let Err(e) = vmm.boot_from_config(json.as_bytes()) {
         eprintln!("boot failed: {e}");

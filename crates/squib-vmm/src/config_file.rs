@@ -37,7 +37,12 @@ fn actions_of(config: VmConfig) -> Vec<ApiAction> {
     }
     actions.push(ApiAction::PutBootSource(config.boot_source));
     actions.extend(config.drives.into_iter().map(ApiAction::PutDrive));
-    actions.extend(config.network_interfaces.into_iter().map(ApiAction::PutNetwork));
+    actions.extend(
+        config
+            .network_interfaces
+            .into_iter()
+            .map(ApiAction::PutNetwork),
+    );
     actions.extend(config.vsock.map(ApiAction::PutVsock));
     actions.extend(config.mmds_config.map(ApiAction::PutMmdsConfig));
     actions.extend(config.balloon.map(ApiAction::PutBalloon));
@@ -56,7 +61,8 @@ impl Vmm {
     /// # Errors
     /// [`ConfigFileError`] with the first refusal's message.
     pub fn boot_from_config(&mut self, json: &[u8]) -> Result<(), ConfigFileError> {
-        let config = VmConfig::from_json(json).map_err(|e| ConfigFileError::Parse(e.to_string()))?;
+        let config =
+            VmConfig::from_json(json).map_err(|e| ConfigFileError::Parse(e.to_string()))?;
         for action in actions_of(config) {
             if let ApiResponse::Fault { fault_message, .. } = self.handle_action(action) {
                 return Err(ConfigFileError::Refused(fault_message));
@@ -70,9 +76,13 @@ impl Vmm {
     /// # Errors
     /// [`ConfigFileError::Metadata`] when the file cannot be read, parsed or stored.
     pub fn load_metadata(&mut self, path: &Path) -> Result<(), ConfigFileError> {
-        let metadata_error = |reason: String| ConfigFileError::Metadata { path: path.display().to_string(), reason };
+        let metadata_error = |reason: String| ConfigFileError::Metadata {
+            path: path.display().to_string(),
+            reason,
+        };
         let bytes = std::fs::read(path).map_err(|e| metadata_error(e.to_string()))?;
-        let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| metadata_error(e.to_string()))?;
+        let value: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|e| metadata_error(e.to_string()))?;
         match self.handle_action(ApiAction::PutMmds(MmdsContents(value))) {
             ApiResponse::Fault { fault_message, .. } => Err(metadata_error(fault_message)),
             _ => Ok(()),

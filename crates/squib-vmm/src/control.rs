@@ -79,7 +79,8 @@ impl ControlEvents {
             api_wake: EventFd::new(libc::EFD_NONBLOCK)?,
             vcpu_stop: Arc::new(EventFd::new(libc::EFD_NONBLOCK)?),
             reset: EventFd::new(libc::EFD_NONBLOCK)?,
-            metrics_timer: TimerFd::new().map_err(|e| std::io::Error::from_raw_os_error(e.errno()))?,
+            metrics_timer: TimerFd::new()
+                .map_err(|e| std::io::Error::from_raw_os_error(e.errno()))?,
             flags: flags.clone(),
         };
         Ok((events, ControlFlags(flags)))

@@ -150,7 +150,9 @@ impl Vmm {
             | A::PutLogger(_)
             | A::PutMetrics(_)
             | A::SnapshotLoad(_)
-            | A::Action(InstanceAction::InstanceStart) => ApiResponse::fault(NOT_SUPPORTED_AFTER_START),
+            | A::Action(InstanceAction::InstanceStart) => {
+                ApiResponse::fault(NOT_SUPPORTED_AFTER_START)
+            }
         }
     }
 }

@@ -6,7 +6,11 @@ use squib_devices::virtio::block::{Block, BlockError};
 
 /// A bucket for `config`; `None` when Firecracker treats it as disabled (size or refill 0).
 fn bucket(config: &TokenBucketConfig) -> Option<TokenBucket> {
-    TokenBucket::new(config.size, config.one_time_burst.unwrap_or(0), config.refill_time)
+    TokenBucket::new(
+        config.size,
+        config.one_time_burst.unwrap_or(0),
+        config.refill_time,
+    )
 }
 
 /// PATCH semantics: an omitted bucket stays as it is, a zero one removes the limit.

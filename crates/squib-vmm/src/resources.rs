@@ -40,7 +40,9 @@ pub enum ResourceError {
     #[error("{0} is not supported by squib yet")]
     NotSupported(&'static str),
     /// A drive without a backing file (vhost-user).
-    #[error("Drive {0} has no path_on_host: vhost-user block devices are not supported by squib yet")]
+    #[error(
+        "Drive {0} has no path_on_host: vhost-user block devices are not supported by squib yet"
+    )]
     NoBackingFile(String),
 }
 
@@ -96,7 +98,12 @@ impl Drive {
                 CacheType::Unsafe => CacheMode::Unsafe,
                 CacheType::Writeback => CacheMode::Writeback,
             },
-            rate_limiter: self.config.rate_limiter.as_ref().map(build_rate_limiter).transpose()?,
+            rate_limiter: self
+                .config
+                .rate_limiter
+                .as_ref()
+                .map(build_rate_limiter)
+                .transpose()?,
         })
     }
 }
@@ -159,7 +166,11 @@ impl VmResources {
             .as_deref()
             .map(|p| open_readable(p).map_err(ResourceError::InitrdFile))
             .transpose()?;
-        self.boot_source = Some(BootSource { config, kernel, initrd });
+        self.boot_source = Some(BootSource {
+            config,
+            kernel,
+            initrd,
+        });
         Ok(())
     }
 
@@ -177,7 +188,10 @@ impl VmResources {
     /// # Errors
     /// A second root device, or a backing file that cannot be opened with the access asked for.
     pub fn put_drive(&mut self, config: DriveConfig) -> Result<(), ResourceError> {
-        let existing = self.drives.iter().position(|d| d.config.drive_id == config.drive_id);
+        let existing = self
+            .drives
+            .iter()
+            .position(|d| d.config.drive_id == config.drive_id);
         let other_root = self
             .drives
             .iter()
@@ -193,7 +207,9 @@ impl VmResources {
                 .open(path)
                 .map_err(|e| ResourceError::DriveFile(path.clone(), e))?;
         } else if config.socket.is_none() {
-            return Err(ResourceError::NoBackingFile(config.drive_id.as_str().to_owned()));
+            return Err(ResourceError::NoBackingFile(
+                config.drive_id.as_str().to_owned(),
+            ));
         }
         if let Some(i) = existing {
             self.drives.remove(i);
@@ -215,7 +231,9 @@ impl VmResources {
     /// The drive with `drive_id`.
     #[must_use]
     pub fn drive(&self, drive_id: &str) -> Option<&Drive> {
-        self.drives.iter().find(|d| d.config.drive_id.as_str() == drive_id)
+        self.drives
+            .iter()
+            .find(|d| d.config.drive_id.as_str() == drive_id)
     }
 
     /// `root=... rw|ro` for the root drive, if there is one.
@@ -252,8 +270,16 @@ impl VmResources {
             (self.entropy.is_some(), "virtio-rng (entropy device)"),
             (!self.pmem.is_empty(), "virtio-pmem"),
             (self.memory_hotplug.is_some(), "virtio-mem (memory hotplug)"),
-            (self.cpu_config.is_some(), "custom CPU templates (cpu-config)"),
-            (self.serial.as_ref().is_some_and(|s| s.rate_limiter.is_some()), "serial rate limiter"),
+            (
+                self.cpu_config.is_some(),
+                "custom CPU templates (cpu-config)",
+            ),
+            (
+                self.serial
+                    .as_ref()
+                    .is_some_and(|s| s.rate_limiter.is_some()),
+                "serial rate limiter",
+            ),
         ];
         if let Some((_, what)) = unsupported.iter().find(|(configured, _)| *configured) {
             return Err(ResourceError::NotSupported(what));
@@ -263,7 +289,9 @@ impl VmResources {
                 return Err(ResourceError::NotSupported("vhost-user block devices"));
             }
             if drive.config.io_engine == IoEngine::Async {
-                return Err(ResourceError::NotSupported("the Async (io_uring) block io_engine"));
+                return Err(ResourceError::NotSupported(
+                    "the Async (io_uring) block io_engine",
+                ));
             }
         }
         Ok(())

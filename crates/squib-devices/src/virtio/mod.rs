@@ -1,1 +1,233 @@
-//! virtio-mmio transport and virtio devices.
+//! virtio-mmio transport and virtio devices (virtio 1.x, split virtqueues).
+//!
+//! - [`VirtioDevice`]: what a device offers the transport (type, queues, features, config
+//!   space, activation). The transport owns register state; the device owns its queues.
+//! - [`VirtioInterrupt`]: the device's irqfd plus the interrupt-status register it shares with
+//!   the transport (used-ring vs config-change bits, virtio 1.2 §4.2.2).
+//! - [`mmio`]: the modern (version 2) virtio-mmio register layout (virtio 1.2 §4.2).
+//! - [`block`]: virtio-block (virtio 1.2 §5.2).
+//!
+//! Lock order: transport, then device. The event loop locks only the device.
+
+pub mod block;
+pub mod mmio;
+#[cfg(any(test, feature = "test-utils"))]
+pub mod test_utils;
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use virtio_queue::Queue;
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+/// Guest memory as every device sees it.
+pub type GuestMemoryMmap = vm_memory::GuestMemoryMmap<()>;
+
+/// Device type ids (virtio 1.2 §5).
+pub mod device_type {
+    /// Network card.
+    pub const NET: u32 = 1;
+    /// Block device.
+    pub const BLOCK: u32 = 2;
+    /// Entropy source.
+    pub const RNG: u32 = 4;
+    /// Memory balloon.
+    pub const BALLOON: u32 = 5;
+    /// vsock.
+    pub const VSOCK: u32 = 19;
+}
+
+/// Device status bits (virtio 1.2 §2.1).
+pub mod status {
+    /// The guest noticed the device.
+    pub const ACKNOWLEDGE: u32 = 1;
+    /// The guest has a driver for it.
+    pub const DRIVER: u32 = 2;
+    /// The driver is ready.
+    pub const DRIVER_OK: u32 = 4;
+    /// Feature negotiation is complete.
+    pub const FEATURES_OK: u32 = 8;
+    /// The device hit an error the driver must reset to clear.
+    pub const DEVICE_NEEDS_RESET: u32 = 0x40;
+    /// The driver gave up on the device.
+    pub const FAILED: u32 = 0x80;
+}
+
+/// Transport feature bits shared by all devices.
+pub mod features {
+    /// Indirect descriptors (virtio 1.2 §2.7.5.3).
+    pub const RING_INDIRECT_DESC: u32 = 28;
+    /// `used_event` / `avail_event` notification suppression.
+    pub const RING_EVENT_IDX: u32 = 29;
+    /// Modern (non-legacy) device.
+    pub const VERSION_1: u32 = 32;
+}
+
+/// Interrupt-status bit: a used ring was updated.
+pub const INTERRUPT_VRING: u32 = 1;
+/// Interrupt-status bit: the configuration space changed.
+pub const INTERRUPT_CONFIG: u32 = 2;
+
+/// The device's interrupt line: an irqfd and the interrupt-status register behind it.
+#[derive(Debug)]
+pub struct VirtioInterrupt {
+    evt: EventFd,
+    status: AtomicU32,
+    config_generation: AtomicU32,
+}
+
+impl VirtioInterrupt {
+    /// A new line with nothing pending.
+    ///
+    /// # Errors
+    /// The eventfd cannot be created.
+    pub fn new() -> std::io::Result<Self> {
+        Ok(Self {
+            evt: EventFd::new(EFD_NONBLOCK)?,
+            status: AtomicU32::new(0),
+            config_generation: AtomicU32::new(0),
+        })
+    }
+
+    /// Raise the interrupt for used-ring updates.
+    ///
+    /// # Errors
+    /// Writing the eventfd failed.
+    pub fn signal_used_queue(&self) -> std::io::Result<()> {
+        self.status.fetch_or(INTERRUPT_VRING, Ordering::SeqCst);
+        self.evt.write(1)
+    }
+
+    /// Bump the config generation and raise the config-change interrupt.
+    ///
+    /// # Errors
+    /// Writing the eventfd failed.
+    pub fn signal_config_change(&self) -> std::io::Result<()> {
+        self.config_generation.fetch_add(1, Ordering::SeqCst);
+        self.status.fetch_or(INTERRUPT_CONFIG, Ordering::SeqCst);
+        self.evt.write(1)
+    }
+
+    /// The InterruptStatus register.
+    #[must_use]
+    pub fn status(&self) -> u32 {
+        self.status.load(Ordering::SeqCst)
+    }
+
+    /// InterruptACK: clear the acknowledged bits.
+    pub fn ack(&self, bits: u32) {
+        self.status.fetch_and(!bits, Ordering::SeqCst);
+    }
+
+    /// Clear everything (device reset).
+    pub fn reset(&self) {
+        self.status.store(0, Ordering::SeqCst);
+    }
+
+    /// The ConfigGeneration register.
+    #[must_use]
+    pub fn config_generation(&self) -> u32 {
+        self.config_generation.load(Ordering::SeqCst)
+    }
+
+    /// The eventfd to register as irqfd.
+    #[must_use]
+    pub fn eventfd(&self) -> &EventFd {
+        &self.evt
+    }
+}
+
+/// Why a device could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ActivateError {
+    /// The driver set up a queue the device cannot use.
+    #[error("virtio queue {index} is not valid")]
+    InvalidQueue {
+        /// Queue index.
+        index: usize,
+    },
+    /// The driver did not accept a feature the device requires.
+    #[error("driver did not accept required features {missing:#x}")]
+    MissingFeatures {
+        /// Required bits the driver left out.
+        missing: u64,
+    },
+    /// The device is already active.
+    #[error("device is already activated")]
+    AlreadyActive,
+}
+
+/// A virtio device as the transport sees it.
+pub trait VirtioDevice: Send {
+    /// Device type id (see [`device_type`]).
+    fn device_type(&self) -> u32;
+    /// The device's queues (their sizes bounded by `Queue::max_size`).
+    fn queues(&self) -> &[Queue];
+    /// The device's queues, for the transport to configure.
+    fn queues_mut(&mut self) -> &mut [Queue];
+    /// One eventfd per queue, written on a queue notification (registered as ioeventfds).
+    fn queue_events(&self) -> &[EventFd];
+    /// Feature bits the device offers.
+    fn avail_features(&self) -> u64;
+    /// Feature bits the driver accepted.
+    fn acked_features(&self) -> u64;
+    /// Store the driver's accepted features (already masked to the offered ones).
+    fn set_acked_features(&mut self, features: u64);
+    /// Read device config space at `offset` (out-of-range bytes read as 0).
+    fn read_config(&self, offset: u64, data: &mut [u8]);
+    /// Write device config space at `offset` (ignored where read-only).
+    fn write_config(&mut self, offset: u64, data: &[u8]);
+    /// Start serving the configured queues.
+    ///
+    /// # Errors
+    /// [`ActivateError`] when the configuration cannot be used.
+    fn activate(
+        &mut self,
+        mem: GuestMemoryMmap,
+        interrupt: Arc<VirtioInterrupt>,
+    ) -> Result<(), ActivateError>;
+    /// Whether [`VirtioDevice::activate`] succeeded since the last reset.
+    fn is_activated(&self) -> bool;
+    /// Return to the pre-activation state: stop serving, reset queues and features.
+    fn reset(&mut self);
+}
+
+/// Whether feature `bit` is set in `features`.
+#[must_use]
+pub const fn has_feature(features: u64, bit: u32) -> bool {
+    bit < 64 && features & (1 << bit) != 0
+}
+
+/// Reset every queue to its power-on state (size = max, not ready, addresses 0).
+pub fn reset_queues(queues: &mut [Queue]) {
+    use virtio_queue::QueueT;
+    for q in queues {
+        q.reset();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interrupt_status_bits_set_and_ack() {
+        let irq = VirtioInterrupt::new().unwrap();
+        irq.signal_used_queue().unwrap();
+        irq.signal_config_change().unwrap();
+        assert_eq!(irq.status(), INTERRUPT_VRING | INTERRUPT_CONFIG);
+        assert_eq!(irq.config_generation(), 1);
+        assert_eq!(irq.eventfd().read().unwrap(), 2);
+        irq.ack(INTERRUPT_VRING);
+        assert_eq!(irq.status(), INTERRUPT_CONFIG);
+        irq.reset();
+        assert_eq!(irq.status(), 0);
+    }
+
+    #[test]
+    fn has_feature_checks_bit() {
+        assert!(has_feature(1 << 32, features::VERSION_1));
+        assert!(!has_feature(1 << 32, 29));
+        assert!(!has_feature(u64::MAX, 64));
+    }
+}

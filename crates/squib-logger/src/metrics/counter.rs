@@ -21,7 +21,10 @@ impl IncMetric {
     /// A counter at zero.
     #[must_use]
     pub const fn new() -> Self {
-        Self { total: AtomicU64::new(0), reported: AtomicU64::new(0) }
+        Self {
+            total: AtomicU64::new(0),
+            reported: AtomicU64::new(0),
+        }
     }
 
     /// Add one.

@@ -76,7 +76,9 @@ pub fn build_microvm(
     ctx: BuildContext<'_>,
 ) -> Result<RunningVm, StartMicrovmError> {
     resources.check_buildable()?;
-    let boot = resources.boot_source().ok_or(StartMicrovmError::MissingKernel)?;
+    let boot = resources
+        .boot_source()
+        .ok_or(StartMicrovmError::MissingKernel)?;
     let machine = resources.machine_config();
 
     let kvm = Kvm::new().map_err(StartMicrovmError::Kvm)?;
@@ -91,12 +93,21 @@ pub fn build_microvm(
     };
 
     let mut devices = DeviceManager::new();
-    let boot_timer = if ctx.boot_timer { Some(devices.attach_boot_timer(ctx.start)?) } else { None };
+    let boot_timer = if ctx.boot_timer {
+        Some(devices.attach_boot_timer(ctx.start)?)
+    } else {
+        None
+    };
     // Event-loop subscribers are added only once every step has succeeded, so a failed
     // InstanceStart leaves nothing behind in the loop.
     let mut subscribers: Vec<Subscriber> = Vec::new();
-    let (serial, i8042) =
-        attach_serial_and_i8042(&mut devices, &vm, resources, ctx.reset_evt, &mut subscribers)?;
+    let (serial, i8042) = attach_serial_and_i8042(
+        &mut devices,
+        &vm,
+        resources,
+        ctx.reset_evt,
+        &mut subscribers,
+    )?;
     let blocks = attach_blocks(&mut devices, &vm, &mem, resources, &mut subscribers)?;
 
     let cmdline = build_cmdline(resources, &devices)?;
@@ -140,12 +151,19 @@ pub fn build_microvm(
         vcpus.push(runner.spawn().map_err(StartMicrovmError::SpawnVcpu)?);
     }
 
-    let cmdline = cmdline.as_cstring().map(|c| c.to_string_lossy().into_owned()).unwrap_or_default();
+    let cmdline = cmdline
+        .as_cstring()
+        .map(|c| c.to_string_lossy().into_owned())
+        .unwrap_or_default();
     Ok(RunningVm {
         vm,
         mem,
         vcpus,
-        legacy: LegacyDevices { serial, i8042, boot_timer },
+        legacy: LegacyDevices {
+            serial,
+            i8042,
+            boot_timer,
+        },
         blocks,
         cmdline,
     })
@@ -205,7 +223,10 @@ fn attach_blocks(
 }
 
 /// The user's `boot_args` (or Firecracker's default) plus what Firecracker appends.
-fn build_cmdline(resources: &VmResources, devices: &DeviceManager) -> Result<Cmdline, StartMicrovmError> {
+fn build_cmdline(
+    resources: &VmResources,
+    devices: &DeviceManager,
+) -> Result<Cmdline, StartMicrovmError> {
     let mut cmdline = Cmdline::new(CMDLINE_MAX_SIZE).map_err(StartMicrovmError::Cmdline)?;
     let boot_args = resources.boot_args();
     // Init arguments after ` -- ` must stay last: kernel parameters go before them.
@@ -213,21 +234,33 @@ fn build_cmdline(resources: &VmResources, devices: &DeviceManager) -> Result<Cmd
         Some((k, i)) => (k, Some(i)),
         None => (boot_args.as_str(), None),
     };
-    cmdline.insert_str(kernel_args).map_err(StartMicrovmError::Cmdline)?;
-    cmdline.insert_str("pci=off").map_err(StartMicrovmError::Cmdline)?;
+    cmdline
+        .insert_str(kernel_args)
+        .map_err(StartMicrovmError::Cmdline)?;
+    cmdline
+        .insert_str("pci=off")
+        .map_err(StartMicrovmError::Cmdline)?;
     if host_is_kvm_pvm() {
         // kvm_pvm shows guests the host's own CPUID leaves 1 and 7 whatever KVM_SET_CPUID2
         // says, so hiding XSAVE/POPCNT/SMAP/FSGSBASE there takes the kernel's own switches.
-        cmdline.insert_str(PVM_GUEST_KERNEL_ARGS).map_err(StartMicrovmError::Cmdline)?;
+        cmdline
+            .insert_str(PVM_GUEST_KERNEL_ARGS)
+            .map_err(StartMicrovmError::Cmdline)?;
     }
     if let Some(root_args) = resources.root_device_cmdline() {
-        cmdline.insert_str(root_args).map_err(StartMicrovmError::Cmdline)?;
+        cmdline
+            .insert_str(root_args)
+            .map_err(StartMicrovmError::Cmdline)?;
     }
     for entry in devices.cmdline_entries() {
-        cmdline.insert_str(entry).map_err(StartMicrovmError::Cmdline)?;
+        cmdline
+            .insert_str(entry)
+            .map_err(StartMicrovmError::Cmdline)?;
     }
     if let Some(init_args) = init_args {
-        cmdline.insert_init_args(init_args).map_err(StartMicrovmError::Cmdline)?;
+        cmdline
+            .insert_init_args(init_args)
+            .map_err(StartMicrovmError::Cmdline)?;
     }
     Ok(cmdline)
 }
@@ -247,11 +280,19 @@ fn create_vcpus(
     let hide_pvm_unsupported = host_is_kvm_pvm();
     let mut fds = Vec::with_capacity(usize::from(vcpu_count));
     for index in 0..vcpu_count {
-        let fd = vm.fd().create_vcpu(u64::from(index)).map_err(StartMicrovmError::Kvm)?;
+        let fd = vm
+            .fd()
+            .create_vcpu(u64::from(index))
+            .map_err(StartMicrovmError::Kvm)?;
         let mut cpuid = supported.clone();
         normalize_cpuid(
             &mut cpuid,
-            &CpuidConfig { vcpu_index: index, vcpu_count, smt, hide_pvm_unsupported },
+            &CpuidConfig {
+                vcpu_index: index,
+                vcpu_count,
+                smt,
+                hide_pvm_unsupported,
+            },
         )?;
         fd.set_cpuid2(&cpuid).map_err(StartMicrovmError::Kvm)?;
         setup_fpu_and_msrs(&fd)?;

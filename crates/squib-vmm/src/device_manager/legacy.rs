@@ -70,9 +70,13 @@ impl DeviceManager {
     ///
     /// # Errors
     /// [`BusError`] when its MMIO range is taken.
-    pub fn attach_boot_timer(&mut self, start: TimestampUs) -> Result<Arc<Mutex<BootTimer>>, BusError> {
+    pub fn attach_boot_timer(
+        &mut self,
+        start: TimestampUs,
+    ) -> Result<Arc<Mutex<BootTimer>>, BusError> {
         let timer = Arc::new(Mutex::new(BootTimer::new(start)));
-        self.mmio_bus.insert(timer.clone(), BOOT_TIMER_ADDR, BOOT_TIMER_LEN)?;
+        self.mmio_bus
+            .insert(timer.clone(), BOOT_TIMER_ADDR, BOOT_TIMER_LEN)?;
         Ok(timer)
     }
 }

@@ -58,9 +58,14 @@ impl DeviceManager {
             vm.register_mmio_ioevent(evt, addr + QUEUE_NOTIFY_OFFSET, queue_index)?;
         }
         vm.register_irqfd(transport.interrupt_evt(), gsi)?;
-        self.mmio_bus.insert(Arc::new(Mutex::new(transport)), addr, VIRTIO_MMIO_SLOT_SIZE)?;
+        self.mmio_bus
+            .insert(Arc::new(Mutex::new(transport)), addr, VIRTIO_MMIO_SLOT_SIZE)?;
 
-        let info = MmioDeviceInfo { addr, len: VIRTIO_MMIO_SLOT_SIZE, gsi };
+        let info = MmioDeviceInfo {
+            addr,
+            len: VIRTIO_MMIO_SLOT_SIZE,
+            gsi,
+        };
         self.mmio_devices.push(info);
         Ok(info)
     }

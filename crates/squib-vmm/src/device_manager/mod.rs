@@ -37,7 +37,14 @@ impl DeviceManager {
     pub fn cmdline_entries(&self) -> Vec<String> {
         self.mmio_devices
             .iter()
-            .map(|d| format!("virtio_mmio.device={}K@{:#x}:{}", d.len / 1024, d.addr, d.gsi))
+            .map(|d| {
+                format!(
+                    "virtio_mmio.device={}K@{:#x}:{}",
+                    d.len / 1024,
+                    d.addr,
+                    d.gsi
+                )
+            })
             .collect()
     }
 }

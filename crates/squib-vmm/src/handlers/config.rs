@@ -4,7 +4,8 @@
 use squib_api::action::ApiResponse;
 use squib_api::schemas::vm_config::VmConfig;
 use squib_api::schemas::{
-    BalloonConfig, DrivePatch, MachineConfig, MachineConfigPatch, NetworkInterfaceConfig, PmemConfig,
+    BalloonConfig, DrivePatch, MachineConfig, MachineConfigPatch, NetworkInterfaceConfig,
+    PmemConfig,
 };
 
 use crate::controller::fault;
@@ -13,7 +14,9 @@ use crate::vmm::Vmm;
 fn json_response(value: &impl serde::Serialize) -> ApiResponse {
     match serde_json::to_value(value) {
         Ok(json) => ApiResponse::Json(json),
-        Err(e) => ApiResponse::fault(format!("Internal error: cannot serialise the response: {e}")),
+        Err(e) => ApiResponse::fault(format!(
+            "Internal error: cannot serialise the response: {e}"
+        )),
     }
 }
 
@@ -51,8 +54,14 @@ impl Vmm {
         let r = &self.resources;
         let config = VmConfig {
             balloon: r.balloon.clone(),
-            drives: r.drives_in_attach_order().map(|d| d.config.clone()).collect(),
-            boot_source: r.boot_source().map(|b| b.config.clone()).unwrap_or_default(),
+            drives: r
+                .drives_in_attach_order()
+                .map(|d| d.config.clone())
+                .collect(),
+            boot_source: r
+                .boot_source()
+                .map(|b| b.config.clone())
+                .unwrap_or_default(),
             cpu_config: None,
             logger: None,
             machine_config: r.machine_config().clone(),
@@ -85,7 +94,10 @@ impl Vmm {
                 .iter()
                 .any(|n| n.iface_id != config.iface_id && n.guest_mac.as_ref() == Some(mac));
             if taken {
-                return fault("Network interface error", format!("The MAC address is already in use: {mac}"));
+                return fault(
+                    "Network interface error",
+                    format!("The MAC address is already in use: {mac}"),
+                );
             }
         }
         let net = &mut self.resources.net;
@@ -99,7 +111,10 @@ impl Vmm {
     /// `PUT /balloon`: its target must fit in guest memory.
     pub(crate) fn put_balloon(&mut self, config: BalloonConfig) -> ApiResponse {
         if u64::from(config.amount_mib) > self.resources.machine_config().mem_size_mib as u64 {
-            return fault("Balloon config error", "Amount of pages requested is too large.");
+            return fault(
+                "Balloon config error",
+                "Amount of pages requested is too large.",
+            );
         }
         self.resources.balloon = Some(config);
         ApiResponse::NoContent
@@ -129,10 +144,17 @@ impl Vmm {
         let Some(vm) = &self.running else {
             return ApiResponse::fault(squib_api::NOT_SUPPORTED_BEFORE_START);
         };
-        let Some((_, block)) = vm.blocks.iter().find(|(id, _)| id == patch.drive_id.as_str()) else {
+        let Some((_, block)) = vm
+            .blocks
+            .iter()
+            .find(|(id, _)| id == patch.drive_id.as_str())
+        else {
             return fault(
                 "Drive update error",
-                format!("No block device with id {} was found.", patch.drive_id.as_str()),
+                format!(
+                    "No block device with id {} was found.",
+                    patch.drive_id.as_str()
+                ),
             );
         };
         let mut block = block.lock().unwrap_or_else(|e| e.into_inner());

@@ -50,7 +50,8 @@ impl Vmm {
             return Err("the microVM is not running".to_owned());
         };
         for vcpu in &vm.vcpus {
-            vcpu.command(command, VCPU_ACK_TIMEOUT).map_err(|e| e.to_string())?;
+            vcpu.command(command, VCPU_ACK_TIMEOUT)
+                .map_err(|e| e.to_string())?;
         }
         Ok(())
     }

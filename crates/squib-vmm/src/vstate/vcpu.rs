@@ -41,7 +41,10 @@ impl StopNotifier {
     /// A notifier that writes `evt` when a vCPU stops.
     #[must_use]
     pub fn new(evt: Arc<EventFd>) -> Self {
-        Self { evt, reason: Arc::new(Mutex::new(None)) }
+        Self {
+            evt,
+            reason: Arc::new(Mutex::new(None)),
+        }
     }
 
     /// Record `reason` (unless one is already recorded) and wake the VMM.
@@ -56,7 +59,10 @@ impl StopNotifier {
     /// The recorded reason, if any.
     #[must_use]
     pub fn reason(&self) -> Option<StopReason> {
-        self.reason.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.reason
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 
@@ -141,7 +147,9 @@ impl VcpuHandle {
     /// [`VcpuControlError`] when the vCPU is gone, does not answer within `timeout`, or answers
     /// something else.
     pub fn command(&self, command: VcpuCommand, timeout: Duration) -> Result<(), VcpuControlError> {
-        self.commands.send(command).map_err(|_| VcpuControlError::Gone(self.index))?;
+        self.commands
+            .send(command)
+            .map_err(|_| VcpuControlError::Gone(self.index))?;
         self.thread
             .kill(kick_signal())
             .map_err(|e| VcpuControlError::Kick(self.index, e))?;
@@ -193,14 +201,22 @@ impl VcpuRunner {
         let thread = std::thread::Builder::new()
             .name(format!("fc_vcpu {index}"))
             .spawn(move || self.run(&cmd_rx, &ack_tx))?;
-        Ok(VcpuHandle { index, thread, commands: cmd_tx, acks: ack_rx })
+        Ok(VcpuHandle {
+            index,
+            thread,
+            commands: cmd_tx,
+            acks: ack_rx,
+        })
     }
 
     fn run(mut self, commands: &Receiver<VcpuCommand>, acks: &Sender<VcpuAck>) {
         KVM_RUN_PTR.with(|p| p.set(std::ptr::from_mut(self.fd.get_kvm_run())));
         if let Some(start) = self.instance_start.take() {
             // squib-bench greps this line: keep its text.
-            log::info!("InstanceStart to first KVM_RUN: {} us", start.elapsed().as_micros());
+            log::info!(
+                "InstanceStart to first KVM_RUN: {} us",
+                start.elapsed().as_micros()
+            );
         }
         loop {
             match self.run_once() {
@@ -292,7 +308,9 @@ fn handle_exit(index: u8, exit: VcpuExit<'_>, pio: &Bus, mmio: &Bus) -> Step {
             Step::Continue
         }
         VcpuExit::Intr => Step::Interrupted,
-        VcpuExit::SystemEvent(kind, _) if kind == KVM_SYSTEM_EVENT_RESET || kind == KVM_SYSTEM_EVENT_SHUTDOWN => {
+        VcpuExit::SystemEvent(kind, _)
+            if kind == KVM_SYSTEM_EVENT_RESET || kind == KVM_SYSTEM_EVENT_SHUTDOWN =>
+        {
             log::info!("vCPU {index} received a system event {kind}: stopping the VM");
             Step::Stop(StopReason::GuestReset)
         }

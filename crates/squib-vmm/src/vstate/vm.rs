@@ -44,7 +44,10 @@ impl Vm {
             .map_err(ioctl("set TSS address"))?;
         fd.create_irq_chip().map_err(ioctl("create irqchip"))?;
         // The PIT's speaker port is a dummy: a guest beeping must not reach the host.
-        let pit = kvm_pit_config { flags: KVM_PIT_SPEAKER_DUMMY, ..Default::default() };
+        let pit = kvm_pit_config {
+            flags: KVM_PIT_SPEAKER_DUMMY,
+            ..Default::default()
+        };
         fd.create_pit2(pit).map_err(ioctl("create PIT"))?;
         Ok(Self { fd })
     }
@@ -83,7 +86,9 @@ impl Vm {
     /// # Errors
     /// [`VmError`] when KVM refuses the irqfd.
     pub fn register_irqfd(&self, evt: &EventFd, gsi: u32) -> Result<(), VmError> {
-        self.fd.register_irqfd(evt, gsi).map_err(ioctl("register irqfd"))
+        self.fd
+            .register_irqfd(evt, gsi)
+            .map_err(ioctl("register irqfd"))
     }
 
     /// Signal `evt` when the guest writes `datamatch` (32-bit) at MMIO `addr`, without a vCPU
@@ -91,7 +96,12 @@ impl Vm {
     ///
     /// # Errors
     /// [`VmError`] when KVM refuses the ioeventfd.
-    pub fn register_mmio_ioevent(&self, evt: &EventFd, addr: u64, datamatch: u32) -> Result<(), VmError> {
+    pub fn register_mmio_ioevent(
+        &self,
+        evt: &EventFd,
+        addr: u64,
+        datamatch: u32,
+    ) -> Result<(), VmError> {
         self.fd
             .register_ioevent(evt, &IoEventAddress::Mmio(addr), datamatch)
             .map_err(ioctl("register ioeventfd"))

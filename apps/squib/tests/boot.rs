@@ -1,0 +1,200 @@
+//! Real-guest boots of the `squib` binary (issue 3, "Done when").
+//!
+//! Every boot test lives in this one binary so that the process-wide semaphore in
+//! `common::boot_slot` bounds the whole run to two guests at once. Boots cost about 45 s of
+//! a host core each, so each test checks several things on one boot. The guest kit comes
+//! from `scripts/guest/build.sh`; its init prints the `SQUIB ...` facts parsed here.
+
+mod common;
+
+use std::thread;
+use std::time::Duration;
+
+use common::{
+    assert_memtotal_consistent, boot_args, boot_slot, json, GuestKit, Squib, BOOT_TIMEOUT,
+};
+use serde_json::json;
+
+/// Time allowed from a guest's `reboot -f` to squib's exit.
+const EXIT_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a paused guest is watched for console output that must not come.
+const PAUSE_WATCH: Duration = Duration::from_secs(6);
+/// Ticks the pause/resume guest prints before it reboots by itself.
+const TICKS: u32 = 15;
+
+/// Configures a guest through the API and starts it.
+fn start_via_api(squib: &Squib, kernel: &str, initrd: &str, args: &str, vcpus: u8, mem_mib: u64) {
+    let api = squib.api();
+    let boot = json!({ "kernel_image_path": kernel, "initrd_path": initrd, "boot_args": args });
+    assert_eq!(
+        api.put("/boot-source", &boot).0,
+        204,
+        "PUT /boot-source\n{}",
+        squib.report()
+    );
+    let machine = json!({ "vcpu_count": vcpus, "mem_size_mib": mem_mib });
+    assert_eq!(
+        api.put("/machine-config", &machine).0,
+        204,
+        "PUT /machine-config\n{}",
+        squib.report()
+    );
+    let start = api.put("/actions", &json!({ "action_type": "InstanceStart" }));
+    assert_eq!(
+        start.0,
+        204,
+        "InstanceStart: {}\n{}",
+        start.1,
+        squib.report()
+    );
+}
+
+/// `GET /` → the instance state.
+fn instance_state(squib: &Squib) -> String {
+    let (status, body) = squib.api().get("/");
+    assert_eq!(status, 200, "GET / answered {status}: {body}");
+    json(&body)["state"].as_str().unwrap_or_default().to_owned()
+}
+
+/// The number in a `SQUIB tick <n>` line.
+fn tick_number(line: &str) -> u32 {
+    let n = line.rsplit(' ').next().unwrap_or_default();
+    n.parse()
+        .unwrap_or_else(|e| panic!("tick line {line:?}: {e}"))
+}
+
+#[test]
+fn api_boot_vmlinux_initramfs_two_vcpus_pause_resume_and_reboot() {
+    let Some(kit) = GuestKit::locate() else {
+        return;
+    };
+    let _slot = boot_slot();
+    let mut squib = Squib::with_api("boot-api-2cpu", &[]);
+    let args = boot_args(&format!("squib.action=tick squib.ticks={TICKS}"));
+    let kernel = kit.vmlinux().display().to_string();
+    let initrd = kit.initramfs().display().to_string();
+    start_via_api(&squib, &kernel, &initrd, &args, 2, 128);
+    assert_eq!(instance_state(&squib), "Running");
+
+    squib.wait_for(common::READY_MARKER, BOOT_TIMEOUT);
+    assert_eq!(squib.guest_fact("nproc"), 2, "guest vCPUs");
+    assert_memtotal_consistent(squib.guest_fact("memtotal_kib"), 128);
+    squib.wait_for("SQUIB tick 2", BOOT_TIMEOUT);
+
+    let (status, body) = squib.api().patch("/vm", &json!({ "state": "Paused" }));
+    assert_eq!(status, 204, "pause: {body}");
+    assert_eq!(instance_state(&squib), "Paused");
+    // A tick already on its way to stdout may still arrive: count after it settles.
+    thread::sleep(Duration::from_millis(1500));
+    let paused_at = squib.line_count();
+    thread::sleep(PAUSE_WATCH);
+    let while_paused: Vec<String> = squib.lines()[paused_at..].to_vec();
+    assert!(
+        !while_paused.iter().any(|l| l.contains("SQUIB tick")),
+        "the guest kept ticking while paused: {while_paused:?}"
+    );
+    let ticks = squib.lines();
+    let last_tick = ticks
+        .iter()
+        .filter(|l| l.starts_with("SQUIB tick "))
+        .map(|l| tick_number(l))
+        .max();
+    let last_tick = last_tick.unwrap_or(2);
+    assert!(
+        last_tick < TICKS,
+        "the guest finished its ticks before the pause took effect"
+    );
+
+    let (status, body) = squib.api().patch("/vm", &json!({ "state": "Resumed" }));
+    assert_eq!(status, 204, "resume: {body}");
+    assert_eq!(instance_state(&squib), "Running");
+    let next = format!("SQUIB tick {}", last_tick + 1);
+    squib.wait_for_from(paused_at, &next, Duration::from_secs(60));
+
+    squib.wait_for("SQUIB ticks done", BOOT_TIMEOUT);
+    let status = squib.wait_exit(EXIT_TIMEOUT);
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "squib exit after the guest rebooted\n{}",
+        squib.report()
+    );
+}
+
+#[test]
+fn config_file_boot_bzimage_four_vcpus_memory_above_the_mmio_hole() {
+    let Some(kit) = GuestKit::locate() else {
+        return;
+    };
+    let _slot = boot_slot();
+    let config = json!({
+        "boot-source": {
+            "kernel_image_path": kit.bz_image(),
+            "initrd_path": kit.initramfs(),
+            "boot_args": boot_args("squib.action=reboot squib.boot_timer=1"),
+        },
+        "machine-config": { "vcpu_count": 4, "mem_size_mib": 4096 },
+    });
+    let mut squib = Squib::with_config_file(&config, &["--boot-timer"]);
+
+    squib.wait_for(common::READY_MARKER, BOOT_TIMEOUT);
+    assert_eq!(squib.guest_fact("nproc"), 4, "guest vCPUs");
+    // Above 3 GiB only if the RAM past the MMIO hole (from 4 GiB) reached the guest.
+    let memtotal = squib.guest_fact("memtotal_kib");
+    assert_memtotal_consistent(memtotal, 4096);
+    assert!(
+        memtotal > 3 * 1024 * 1024,
+        "MemTotal {memtotal} KiB: RAM above the hole is missing"
+    );
+    // The guest init wrote the boot-timer byte before its marker; Firecracker logs it (Info).
+    squib.wait_for("Guest-boot-time =", Duration::from_secs(10));
+
+    let status = squib.wait_exit(EXIT_TIMEOUT);
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "squib exit after the guest rebooted\n{}",
+        squib.report()
+    );
+}
+
+#[test]
+fn send_ctrl_alt_del_reboots_a_one_vcpu_guest() {
+    let Some(kit) = GuestKit::locate() else {
+        return;
+    };
+    let _slot = boot_slot();
+    let mut squib = Squib::with_api("boot-ctrl-alt-del", &[]);
+    let kernel = kit.vmlinux().display().to_string();
+    let initrd = kit.initramfs().display().to_string();
+    start_via_api(
+        &squib,
+        &kernel,
+        &initrd,
+        &boot_args("squib.action=wait-ctrlaltdel"),
+        1,
+        128,
+    );
+
+    squib.wait_for(common::READY_MARKER, BOOT_TIMEOUT);
+    assert_eq!(squib.guest_fact("nproc"), 1, "guest vCPUs");
+    squib.wait_for("SQUIB waiting ctrl-alt-del", BOOT_TIMEOUT);
+    assert!(
+        squib.is_running(),
+        "squib exited before Ctrl-Alt-Del\n{}",
+        squib.report()
+    );
+
+    let (status, body) = squib
+        .api()
+        .put("/actions", &json!({ "action_type": "SendCtrlAltDel" }));
+    assert_eq!(status, 204, "SendCtrlAltDel: {body}");
+    squib.wait_for("SQUIB ctrl-alt-del", Duration::from_secs(60));
+    let status = squib.wait_exit(EXIT_TIMEOUT);
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "squib exit after Ctrl-Alt-Del\n{}",
+        squib.report()
+    );
+}

@@ -1,0 +1,501 @@
+//! Shared harness for the integration tests that run the `squib` binary.
+//!
+//! It holds what every such test needs and nothing about one test in particular:
+//! - [`GuestKit`]: where the guest artifacts built by `scripts/guest/build.sh` are
+//!   (`SQUIB_GUEST_DIR`, else its default cache dir). A missing kit fails the test with the
+//!   command to run, unless `SQUIB_SKIP_BOOT_TESTS=1` asks to skip guest boots.
+//! - [`boot_slot`]: a process-wide semaphore. Guests boot slowly on these hosts (about 45 s
+//!   of one core each), so no test binary runs more than [`MAX_GUESTS`] at once; keep boot
+//!   tests in one binary, since cargo runs test binaries one after another.
+//! - [`Squib`]: a spawned `squib` process with a temporary API socket, a reader thread per
+//!   output stream collecting lines (the guest console is on stdout), `wait_for` a line, and
+//!   kill-on-drop so a failed test leaves no VM behind.
+//! - [`ApiClient`]: a tiny raw HTTP/1.1 client over `UnixStream`, parsing replies with
+//!   `httparse`, so the tests see the bytes an SDK sees.
+#![allow(dead_code)] // Each test binary uses a different subset of this module.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Guests that may boot at once in one test binary.
+pub const MAX_GUESTS: usize = 2;
+/// Time a guest gets to boot to its ready marker (boots take ~45 s of a core here, more
+/// when two share the host).
+pub const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
+/// Time the API socket gets to appear after spawning squib.
+const SOCKET_TIMEOUT: Duration = Duration::from_secs(20);
+/// Read/write timeout of one API request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Guest kernel arguments shared by every boot (guest-kit README).
+pub const BASE_BOOT_ARGS: &str =
+    "console=ttyS0 reboot=k panic=1 nomodule i8042.noaux i8042.nomux i8042.dumbkbd";
+/// Line the guest init prints once it has printed its facts.
+pub const READY_MARKER: &str = "SQUIB-GUEST-READY";
+
+/// The guest artifacts built by `scripts/guest/build.sh`.
+pub struct GuestKit {
+    dir: PathBuf,
+}
+
+impl GuestKit {
+    /// Finds the kit, or returns `None` when `SQUIB_SKIP_BOOT_TESTS=1`.
+    ///
+    /// # Panics
+    /// When the kit is missing, with the command that builds it.
+    pub fn locate() -> Option<GuestKit> {
+        if std::env::var("SQUIB_SKIP_BOOT_TESTS").as_deref() == Ok("1") {
+            eprintln!("SQUIB_SKIP_BOOT_TESTS=1: skipping a test that boots a guest");
+            return None;
+        }
+        let dir = match std::env::var_os("SQUIB_GUEST_DIR") {
+            Some(dir) => PathBuf::from(dir),
+            None => Path::new(&std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
+                .join(".cache/squib-guest"),
+        };
+        let kit = GuestKit { dir };
+        for file in [kit.vmlinux(), kit.bz_image(), kit.initramfs(), kit.rootfs()] {
+            assert!(
+                file.is_file(),
+                "guest artifact {} is missing: run scripts/guest/build.sh and export \
+                 SQUIB_GUEST_DIR=<the directory it prints> (or SQUIB_SKIP_BOOT_TESTS=1 to skip \
+                 guest boots)",
+                file.display()
+            );
+        }
+        Some(kit)
+    }
+
+    /// The ELF kernel with the PVH entry note.
+    pub fn vmlinux(&self) -> PathBuf {
+        self.dir.join("vmlinux")
+    }
+
+    /// The same kernel as a compressed bzImage.
+    pub fn bz_image(&self) -> PathBuf {
+        self.dir.join("bzImage")
+    }
+
+    /// Uncompressed newc initramfs whose `/init` is `scripts/guest/init`.
+    pub fn initramfs(&self) -> PathBuf {
+        self.dir.join("initramfs.cpio")
+    }
+
+    /// 32 MiB ext4 image of the same tree (`/sbin/init`). Copy it before a writable boot.
+    pub fn rootfs(&self) -> PathBuf {
+        self.dir.join("rootfs.ext4")
+    }
+}
+
+/// Boot arguments: [`BASE_BOOT_ARGS`] plus the test's own (`squib.action=...`).
+pub fn boot_args(extra: &str) -> String {
+    format!("{BASE_BOOT_ARGS} {extra}")
+}
+
+static SLOTS: Mutex<usize> = Mutex::new(0);
+static SLOT_FREED: Condvar = Condvar::new();
+
+/// One of the [`MAX_GUESTS`] boot slots of this process, released on drop.
+pub struct BootSlot(());
+
+impl Drop for BootSlot {
+    fn drop(&mut self) {
+        *lock(&SLOTS) -= 1;
+        SLOT_FREED.notify_one();
+    }
+}
+
+/// Blocks until fewer than [`MAX_GUESTS`] guests of this process are running.
+pub fn boot_slot() -> BootSlot {
+    let mut used = lock(&SLOTS);
+    while *used >= MAX_GUESTS {
+        used = SLOT_FREED.wait(used).unwrap_or_else(|e| e.into_inner());
+    }
+    *used += 1;
+    BootSlot(())
+}
+
+/// Locks a mutex, ignoring poisoning (a panicking test must not wedge the others).
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Lines read so far from one output stream, and whether it has ended.
+#[derive(Default)]
+struct Lines {
+    lines: Vec<String>,
+    closed: bool,
+}
+
+/// One output stream of the child, collected by a reader thread.
+#[derive(Clone, Default)]
+struct Output(Arc<(Mutex<Lines>, Condvar)>);
+
+impl Output {
+    /// Starts a thread that collects `stream` line by line (guest `\r\n` becomes `\n`).
+    fn collect(stream: impl Read + Send + 'static, echo_prefix: &'static str) -> Output {
+        let output = Output::default();
+        let sink = output.clone();
+        thread::spawn(move || {
+            let mut reader = BufReader::new(stream);
+            let mut buf = Vec::new();
+            while matches!(reader.read_until(b'\n', &mut buf), Ok(n) if n > 0) {
+                let line = String::from_utf8_lossy(&buf)
+                    .trim_end_matches(['\r', '\n'])
+                    .to_owned();
+                eprintln!("{echo_prefix}{line}");
+                let (state, changed) = &*sink.0;
+                lock(state).lines.push(line);
+                changed.notify_all();
+                buf.clear();
+            }
+            let (state, changed) = &*sink.0;
+            lock(state).closed = true;
+            changed.notify_all();
+        });
+        output
+    }
+
+    /// Index of the first line at or after `from` containing `pattern`, waiting up to
+    /// `timeout`; `Err` says whether the stream ended or the time ran out.
+    fn find(&self, from: usize, pattern: &str, timeout: Duration) -> Result<usize, &'static str> {
+        let deadline = Instant::now() + timeout;
+        let (state, changed) = &*self.0;
+        let mut guard = lock(state);
+        let mut next = from;
+        loop {
+            if let Some(offset) = guard
+                .lines
+                .iter()
+                .skip(next)
+                .position(|l| l.contains(pattern))
+            {
+                return Ok(next + offset);
+            }
+            next = next.max(guard.lines.len());
+            if guard.closed {
+                return Err("the output ended");
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err("timed out");
+            }
+            guard = changed
+                .wait_timeout(guard, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    fn snapshot(&self) -> Vec<String> {
+        lock(&self.0 .0).lines.clone()
+    }
+}
+
+/// A running `squib` process, killed on drop.
+pub struct Squib {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: Output,
+    stderr: Output,
+    api: Option<ApiClient>,
+    _dir: tempfile::TempDir,
+}
+
+impl Squib {
+    /// Spawns `squib --api-sock <tmp>/api.sock --id <id> <extra...>` and waits for its socket.
+    pub fn with_api(id: &str, extra: &[&str]) -> Squib {
+        let dir = tempfile::tempdir().expect("create a temporary directory");
+        let sock = dir.path().join("api.sock");
+        let mut args = vec![
+            "--api-sock".into(),
+            sock.display().to_string(),
+            "--id".into(),
+        ];
+        args.push(id.to_owned());
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        let mut squib = Squib::spawn(&args, dir);
+        squib.wait_for_socket(&sock);
+        squib.api = Some(ApiClient::new(&sock));
+        squib
+    }
+
+    /// Waits until `sock` accepts connections; fails at once if squib exits first.
+    fn wait_for_socket(&mut self, sock: &Path) {
+        let deadline = Instant::now() + SOCKET_TIMEOUT;
+        while UnixStream::connect(sock).is_err() {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "squib exited ({status}) before serving its API socket\n{}",
+                    self.report()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "squib's API socket {} did not accept connections within {SOCKET_TIMEOUT:?}\n{}",
+                sock.display(),
+                self.report()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Spawns `squib --config-file <tmp file with config> --no-api <extra...>`.
+    pub fn with_config_file(config: &serde_json::Value, extra: &[&str]) -> Squib {
+        let dir = tempfile::tempdir().expect("create a temporary directory");
+        let path = dir.path().join("vm_config.json");
+        std::fs::write(&path, config.to_string()).expect("write the VM config file");
+        let mut args = vec![
+            "--config-file".into(),
+            path.display().to_string(),
+            "--no-api".into(),
+        ];
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        Squib::spawn(&args, dir)
+    }
+
+    fn spawn(args: &[String], dir: tempfile::TempDir) -> Squib {
+        eprintln!("spawning squib {}", args.join(" "));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_squib"))
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn the squib binary");
+        let stdout = Output::collect(child.stdout.take().expect("piped stdout"), "[squib] ");
+        let stderr = Output::collect(
+            child.stderr.take().expect("piped stderr"),
+            "[squib stderr] ",
+        );
+        let stdin = child.stdin.take();
+        Squib {
+            child,
+            stdin,
+            stdout,
+            stderr,
+            api: None,
+            _dir: dir,
+        }
+    }
+
+    /// The API client (squib started with [`Squib::with_api`]).
+    pub fn api(&self) -> &ApiClient {
+        self.api
+            .as_ref()
+            .expect("squib was started without an API socket")
+    }
+
+    /// Waits for a stdout line containing `pattern` and returns it.
+    ///
+    /// # Panics
+    /// On timeout or end of output, with the output collected so far.
+    pub fn wait_for(&self, pattern: &str, timeout: Duration) -> String {
+        self.wait_for_from(0, pattern, timeout).1
+    }
+
+    /// Like [`Squib::wait_for`], looking only at lines from index `from`; returns the
+    /// line's index and text.
+    pub fn wait_for_from(&self, from: usize, pattern: &str, timeout: Duration) -> (usize, String) {
+        match self.stdout.find(from, pattern, timeout) {
+            Ok(index) => (index, self.stdout.snapshot()[index].clone()),
+            Err(why) => panic!(
+                "waiting for {pattern:?} on squib's stdout: {why}\n{}",
+                self.report()
+            ),
+        }
+    }
+
+    /// Number of stdout lines collected so far.
+    pub fn line_count(&self) -> usize {
+        self.stdout.snapshot().len()
+    }
+
+    /// Stdout lines collected so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.stdout.snapshot()
+    }
+
+    /// The value of the guest fact `SQUIB <name>=<value>` (printed before the ready marker).
+    pub fn guest_fact(&self, name: &str) -> u64 {
+        let prefix = format!("SQUIB {name}=");
+        let line = self.wait_for(&prefix, Duration::from_secs(1));
+        let value = line.split(&prefix).nth(1).unwrap_or_default().trim();
+        value
+            .parse()
+            .unwrap_or_else(|e| panic!("guest fact {line:?}: {e}"))
+    }
+
+    /// Waits for the process to exit and returns its status.
+    ///
+    /// # Panics
+    /// If it is still running after `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => return status,
+                Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(100)),
+                Ok(None) => panic!("squib did not exit within {timeout:?}\n{}", self.report()),
+                Err(e) => panic!("waiting for squib: {e}"),
+            }
+        }
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// The last lines of both outputs, for failure messages.
+    pub fn report(&self) -> String {
+        let tail = |lines: Vec<String>| lines[lines.len().saturating_sub(40)..].join("\n");
+        format!(
+            "--- squib stdout (last 40 lines) ---\n{}\n--- squib stderr (last 40 lines) ---\n{}",
+            tail(self.stdout.snapshot()),
+            tail(self.stderr.snapshot())
+        )
+    }
+}
+
+impl Drop for Squib {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        if matches!(self.child.try_wait(), Ok(None)) {
+            // A test that fails mid-boot must not leave a VM using a host core.
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A raw HTTP/1.1 client for the API socket: one connection per request.
+pub struct ApiClient {
+    sock: PathBuf,
+}
+
+impl ApiClient {
+    /// A client for `sock` (which must already accept connections).
+    fn new(sock: &Path) -> ApiClient {
+        ApiClient {
+            sock: sock.to_owned(),
+        }
+    }
+
+    /// `GET path` → (status, body).
+    pub fn get(&self, path: &str) -> (u16, String) {
+        self.request("GET", path, None)
+    }
+
+    /// `PUT path` with a JSON body → (status, body).
+    pub fn put(&self, path: &str, body: &serde_json::Value) -> (u16, String) {
+        self.request("PUT", path, Some(&body.to_string()))
+    }
+
+    /// `PATCH path` with a JSON body → (status, body).
+    pub fn patch(&self, path: &str, body: &serde_json::Value) -> (u16, String) {
+        self.request("PATCH", path, Some(&body.to_string()))
+    }
+
+    /// Sends one request and parses the reply.
+    ///
+    /// # Panics
+    /// On I/O errors and malformed replies: both are test failures.
+    pub fn request(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+        let mut stream = UnixStream::connect(&self.sock)
+            .unwrap_or_else(|e| panic!("connect to {}: {e}", self.sock.display()));
+        stream
+            .set_read_timeout(Some(REQUEST_TIMEOUT))
+            .expect("set read timeout");
+        stream
+            .set_write_timeout(Some(REQUEST_TIMEOUT))
+            .expect("set write timeout");
+        let mut request =
+            format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nAccept: application/json\r\n");
+        if let Some(body) = body {
+            request.push_str("Content-Type: application/json\r\n");
+            request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+        } else {
+            request.push_str("\r\n");
+        }
+        stream
+            .write_all(request.as_bytes())
+            .expect("write the request");
+        let (status, body) = read_response(&mut stream);
+        eprintln!(
+            "API {method} {path} {} -> {status} {body}",
+            body_text(&request)
+        );
+        (status, body)
+    }
+}
+
+fn body_text(request: &str) -> &str {
+    request.split("\r\n\r\n").nth(1).unwrap_or_default()
+}
+
+/// Reads one HTTP/1.1 response: the head, then `Content-Length` bytes of body.
+fn read_response(stream: &mut UnixStream) -> (u16, String) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = stream.read(&mut chunk).expect("read the response");
+        assert!(
+            n > 0,
+            "connection closed before a full response head: {:?}",
+            String::from_utf8_lossy(&buf)
+        );
+        buf.extend_from_slice(&chunk[..n]);
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut response = httparse::Response::new(&mut headers);
+        let head_len = match response.parse(&buf).expect("a valid HTTP response head") {
+            httparse::Status::Complete(len) => len,
+            httparse::Status::Partial => continue,
+        };
+        let status = response.code.expect("a status code");
+        let length = response
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+            .map(|h| {
+                String::from_utf8_lossy(h.value)
+                    .trim()
+                    .parse::<usize>()
+                    .expect("a numeric Content-Length")
+            })
+            .unwrap_or(0);
+        let mut body = buf[head_len..].to_vec();
+        while body.len() < length {
+            let n = stream.read(&mut chunk).expect("read the response body");
+            assert!(
+                n > 0,
+                "connection closed after {} of {length} body bytes",
+                body.len()
+            );
+            body.extend_from_slice(&chunk[..n]);
+        }
+        body.truncate(length);
+        return (status, String::from_utf8_lossy(&body).into_owned());
+    }
+}
+
+/// Parses a JSON reply body.
+pub fn json(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("reply body {body:?} is not JSON: {e}"))
+}
+
+/// Asserts that MemTotal (KiB) fits a guest of `mem_mib` MiB: at most the RAM given, and at
+/// least 90% of it minus 16 MiB (kernel image, memmap, reserved pages).
+pub fn assert_memtotal_consistent(memtotal_kib: u64, mem_mib: u64) {
+    let ram_kib = mem_mib * 1024;
+    let floor = ram_kib * 9 / 10 - 16 * 1024;
+    assert!(
+        (floor..=ram_kib).contains(&memtotal_kib),
+        "guest MemTotal {memtotal_kib} KiB is not consistent with {mem_mib} MiB of RAM \
+         (expected {floor}..={ram_kib} KiB)"
+    );
+}

@@ -1,0 +1,454 @@
+//! [`Block`]: the virtio-blk device — features, config space, queue draining, updates.
+//!
+//! One request queue of [`QUEUE_SIZE`]. A drain serves at most the queue size of chains
+//! (then re-kicks itself so other event sources get a turn), raises at most one interrupt
+//! (suppressed per EVENT_IDX through `needs_notification`), and stops early when the rate
+//! limiter runs dry: the chain is put back and the limiter's timer resumes the drain.
+//! Guest mistakes complete the chain with an error status, bump `invalid_reqs_count` and log
+//! at most one warning per second.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
+use vm_memory::{Bytes, GuestAddress};
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use super::disk::DiskFile;
+use super::request::{self, ExecContext, Request, RequestKind, Segment, MAX_DESCRIPTORS};
+use super::{features as blk, status, BlockConfig, BlockError, BlockMetrics, CacheMode};
+use super::{MAX_DISCARD_SECTORS, QUEUE_SIZE, SEG_MAX};
+use crate::rate_limiter::{BucketUpdate, RateLimiter, TokenType};
+use crate::virtio::{
+    device_type, features, reset_queues, ActivateError, GuestMemoryMmap, VirtioDevice,
+    VirtioInterrupt,
+};
+
+/// Config space bytes: up to `write_zeroes_may_unmap` and its padding (virtio 1.2 §5.2.4).
+const CONFIG_LEN: usize = 60;
+/// Shortest gap between two guest-triggered warnings of one device.
+const WARN_INTERVAL: Duration = Duration::from_secs(1);
+
+/// What happened to one popped chain.
+enum ChainOutcome {
+    /// Completed; bytes written into guest memory (status included).
+    Used(u32),
+    /// The rate limiter is dry: put the chain back.
+    Throttled,
+}
+
+/// A virtio-blk device backed by a host file.
+#[derive(Debug)]
+pub struct Block {
+    drive_id: String,
+    disk: DiskFile,
+    read_only: bool,
+    cache: CacheMode,
+    rate_limiter: RateLimiter,
+    avail_features: u64,
+    acked_features: u64,
+    queues: Vec<Queue>,
+    queue_evts: [EventFd; 1],
+    mem: Option<GuestMemoryMmap>,
+    interrupt: Option<Arc<VirtioInterrupt>>,
+    segs: Vec<Segment>,
+    metrics: Arc<BlockMetrics>,
+    last_warn: Option<Instant>,
+}
+
+impl Block {
+    /// Open the backing file and build the device.
+    ///
+    /// # Errors
+    /// [`BlockError`] when the file cannot be opened or measured, or an fd cannot be created.
+    pub fn new(cfg: BlockConfig) -> Result<Self, BlockError> {
+        let disk = DiskFile::open(&cfg.path, cfg.read_only)?;
+        let rate_limiter = match cfg.rate_limiter {
+            Some(rl) => rl,
+            None => RateLimiter::unlimited().map_err(BlockError::EventFd)?,
+        };
+        let mut avail_features = (1u64 << features::VERSION_1)
+            | (1 << features::RING_EVENT_IDX)
+            | (1 << features::RING_INDIRECT_DESC)
+            | (1 << blk::SEG_MAX);
+        if cfg.read_only {
+            avail_features |= 1 << blk::RO;
+        }
+        if cfg.cache == CacheMode::Writeback {
+            avail_features |= 1 << blk::FLUSH;
+        }
+        if !cfg.read_only && disk.is_regular_file() {
+            avail_features |= (1 << blk::DISCARD) | (1 << blk::WRITE_ZEROES);
+        }
+        let queue = Queue::new(QUEUE_SIZE).map_err(|e| {
+            BlockError::EventFd(std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
+        })?;
+        Ok(Self {
+            drive_id: cfg.drive_id,
+            disk,
+            read_only: cfg.read_only,
+            cache: cfg.cache,
+            rate_limiter,
+            avail_features,
+            acked_features: 0,
+            queues: vec![queue],
+            queue_evts: [EventFd::new(EFD_NONBLOCK).map_err(BlockError::EventFd)?],
+            mem: None,
+            interrupt: None,
+            segs: Vec::with_capacity(MAX_DESCRIPTORS),
+            metrics: Arc::new(BlockMetrics::default()),
+            last_warn: None,
+        })
+    }
+
+    /// The drive id.
+    #[must_use]
+    pub fn drive_id(&self) -> &str {
+        &self.drive_id
+    }
+
+    /// The device's counters (serialise under `block_<drive_id>`).
+    #[must_use]
+    pub fn metrics(&self) -> Arc<BlockMetrics> {
+        self.metrics.clone()
+    }
+
+    /// Disk capacity in 512-byte sectors.
+    #[must_use]
+    pub fn nsectors(&self) -> u64 {
+        self.disk.nsectors()
+    }
+
+    /// The rate limiter (its fd is the timer the event loop watches).
+    #[must_use]
+    pub fn rate_limiter(&self) -> &RateLimiter {
+        &self.rate_limiter
+    }
+
+    /// Swap the backing file (PATCH `path_on_host`); the guest gets a config-change interrupt.
+    ///
+    /// # Errors
+    /// [`BlockError`] when the new file cannot be opened (the old one stays) or the guest
+    /// cannot be signalled.
+    pub fn update_path(&mut self, path: &Path) -> Result<(), BlockError> {
+        let disk = DiskFile::open(path, self.read_only).inspect_err(|_| {
+            self.metrics.update_fails.inc();
+        })?;
+        self.disk = disk;
+        self.metrics.update_count.inc();
+        if let Some(interrupt) = &self.interrupt {
+            interrupt
+                .signal_config_change()
+                .map_err(BlockError::Interrupt)?;
+        }
+        Ok(())
+    }
+
+    /// Change the rate limiter's buckets (PATCH `rate_limiter`).
+    pub fn update_rate_limiter(&mut self, bandwidth: BucketUpdate, ops: BucketUpdate) {
+        self.rate_limiter.update_buckets(bandwidth, ops);
+        self.metrics.update_count.inc();
+    }
+
+    /// The queue eventfd fired: clear it and drain the queue.
+    pub fn process_queue_event(&mut self) {
+        self.metrics.queue_event_count.inc();
+        if let Err(e) = self.queue_evts[0].read() {
+            if e.kind() != std::io::ErrorKind::WouldBlock {
+                self.metrics.event_fails.inc();
+                log::error!("block {}: cannot read queue event: {e}", self.drive_id);
+            }
+        }
+        if self.rate_limiter.is_blocked() {
+            return;
+        }
+        self.process_queue();
+    }
+
+    /// The rate limiter's timer fired: unblock and drain what was held back.
+    pub fn process_rate_limiter_event(&mut self) {
+        self.metrics.rate_limiter_event_count.inc();
+        if let Err(e) = self.rate_limiter.event_handler() {
+            self.metrics.event_fails.inc();
+            log::error!(
+                "block {}: cannot read rate limiter timer: {e}",
+                self.drive_id
+            );
+            return;
+        }
+        self.process_queue();
+    }
+
+    /// Serve available chains (at most the queue size), then interrupt once if needed.
+    pub fn process_queue(&mut self) {
+        let (Some(mem), Some(interrupt)) = (self.mem.as_ref(), self.interrupt.as_ref()) else {
+            return;
+        };
+        let queue = &mut self.queues[0];
+        let mut budget = queue.size();
+        let mut used_any = false;
+        let mut drain = Drain {
+            exec: ExecContext {
+                mem,
+                disk: &self.disk,
+                drive_id: &self.drive_id,
+                cache: self.cache,
+                read_only: self.read_only,
+            },
+            segs: &mut self.segs,
+            rate_limiter: &mut self.rate_limiter,
+            metrics: &self.metrics,
+            last_warn: &mut self.last_warn,
+        };
+        loop {
+            if budget == 0 {
+                // More may be waiting: come back after other event sources had a turn.
+                drain.metrics.remaining_reqs_count.inc();
+                let _ = self.queue_evts[0].write(1);
+                break;
+            }
+            budget -= 1;
+            let chain = match queue.iter(mem) {
+                Ok(mut avail) => avail.next(),
+                Err(e) => {
+                    // avail.idx runs more than a queue ahead: nothing is served until the
+                    // driver fixes it (or resets the device).
+                    drain.metrics.invalid_reqs_count.inc();
+                    drain.warn(format_args!("available ring: {e}"));
+                    break;
+                }
+            };
+            let Some(chain) = chain else {
+                // With EVENT_IDX, re-arm the notification and catch a race with the driver.
+                match queue.enable_notification(mem) {
+                    Ok(true) => continue,
+                    _ => break,
+                }
+            };
+            let head = chain.head_index();
+            let outcome = drain.handle(head, chain);
+            match outcome {
+                ChainOutcome::Used(len) => {
+                    if let Err(e) = queue.add_used(mem, head, len) {
+                        log::error!(
+                            "block {}: cannot complete head {head}: {e}",
+                            drain.exec.drive_id
+                        );
+                    }
+                    used_any = true;
+                }
+                ChainOutcome::Throttled => {
+                    drain.metrics.rate_limiter_throttled_events.inc();
+                    queue.go_to_previous_position();
+                    break;
+                }
+            }
+        }
+        if used_any && queue.needs_notification(mem).unwrap_or(true) {
+            if let Err(e) = interrupt.signal_used_queue() {
+                log::error!("block {}: cannot signal used queue: {e}", self.drive_id);
+            }
+        }
+    }
+
+    fn config_space(&self) -> [u8; CONFIG_LEN] {
+        let mut cfg = [0u8; CONFIG_LEN];
+        cfg[0..8].copy_from_slice(&self.disk.nsectors().to_le_bytes());
+        cfg[12..16].copy_from_slice(&SEG_MAX.to_le_bytes());
+        // max_discard_sectors, max_discard_seg, discard_sector_alignment (4 KiB),
+        // max_write_zeroes_sectors, max_write_zeroes_seg, write_zeroes_may_unmap.
+        let discard = [MAX_DISCARD_SECTORS, 1, 8, MAX_DISCARD_SECTORS, 1];
+        for (i, value) in discard.into_iter().enumerate() {
+            cfg[36 + 4 * i..40 + 4 * i].copy_from_slice(&value.to_le_bytes());
+        }
+        cfg[56] = 1;
+        cfg
+    }
+}
+
+/// The device state one drain needs besides the queue (disjoint borrows of [`Block`]).
+struct Drain<'a> {
+    exec: ExecContext<'a>,
+    segs: &'a mut Vec<Segment>,
+    rate_limiter: &'a mut RateLimiter,
+    metrics: &'a BlockMetrics,
+    last_warn: &'a mut Option<Instant>,
+}
+
+impl Drain<'_> {
+    /// Parse and serve one chain; a malformed one completes with IOERR (or is dropped).
+    fn handle(&mut self, head: u16, chain: DescriptorChain<&GuestMemoryMmap>) -> ChainOutcome {
+        let nsectors = self.exec.disk.nsectors();
+        match request::parse(self.exec.mem, chain, self.segs, nsectors) {
+            Ok(req) => serve(&req, self.segs, &self.exec, self.rate_limiter, self.metrics),
+            Err((err, status_addr)) => {
+                self.metrics.invalid_reqs_count.inc();
+                self.warn(format_args!("head {head}: {err}"));
+                let mem = self.exec.mem;
+                ChainOutcome::Used(status_addr.map_or(0, |a| write_status(mem, a, status::IOERR)))
+            }
+        }
+    }
+
+    /// Log a guest-triggered warning, at most once per [`WARN_INTERVAL`].
+    fn warn(&mut self, what: std::fmt::Arguments<'_>) {
+        if warn_due(self.last_warn) {
+            log::warn!("block {}: {what}", self.exec.drive_id);
+        }
+    }
+}
+
+/// Rate-limit, execute and complete a valid request; returns the used length.
+fn serve(
+    req: &Request,
+    segs: &[Segment],
+    ctx: &ExecContext<'_>,
+    rate_limiter: &mut RateLimiter,
+    metrics: &BlockMetrics,
+) -> ChainOutcome {
+    if !rate_limiter.consume(1, TokenType::Ops) {
+        return ChainOutcome::Throttled;
+    }
+    let moves_data = matches!(req.kind, RequestKind::In | RequestKind::Out);
+    if moves_data && !rate_limiter.consume(req.data_len, TokenType::Bytes) {
+        rate_limiter.manual_replenish(1, TokenType::Ops);
+        return ChainOutcome::Throttled;
+    }
+    let (code, len) = match req.kind {
+        RequestKind::Unsupported(_) => (status::UNSUPP, 0),
+        _ => match req.execute(segs, ctx) {
+            Ok(len) => {
+                count_success(req, metrics);
+                (status::OK, len)
+            }
+            Err(e) => {
+                metrics.execute_fails.inc();
+                log::debug!("block {}: sector {}: {e}", ctx.drive_id, req.sector);
+                (status::IOERR, 0)
+            }
+        },
+    };
+    let written = write_status(ctx.mem, req.status_addr, code);
+    ChainOutcome::Used(if written == 0 {
+        0
+    } else {
+        len.saturating_add(1)
+    })
+}
+
+fn count_success(req: &Request, metrics: &BlockMetrics) {
+    match req.kind {
+        RequestKind::In => {
+            metrics.read_count.inc();
+            metrics.read_bytes.add(req.data_len);
+        }
+        RequestKind::Out => {
+            metrics.write_count.inc();
+            metrics.write_bytes.add(req.data_len);
+        }
+        RequestKind::Flush => metrics.flush_count.inc(),
+        RequestKind::Discard | RequestKind::WriteZeroes => metrics.write_count.inc(),
+        RequestKind::GetId | RequestKind::Unsupported(_) => {}
+    }
+}
+
+/// Write the status byte; returns 1 when written, 0 when the address is unusable.
+fn write_status(mem: &GuestMemoryMmap, addr: GuestAddress, code: u8) -> u32 {
+    u32::from(mem.write_obj(code, addr).is_ok())
+}
+
+fn warn_due(last: &mut Option<Instant>) -> bool {
+    let now = Instant::now();
+    let due = last.is_none_or(|t| now.duration_since(t) >= WARN_INTERVAL);
+    if due {
+        *last = Some(now);
+    }
+    due
+}
+
+impl VirtioDevice for Block {
+    fn device_type(&self) -> u32 {
+        device_type::BLOCK
+    }
+
+    fn queues(&self) -> &[Queue] {
+        &self.queues
+    }
+
+    fn queues_mut(&mut self) -> &mut [Queue] {
+        &mut self.queues
+    }
+
+    fn queue_events(&self) -> &[EventFd] {
+        &self.queue_evts
+    }
+
+    fn avail_features(&self) -> u64 {
+        self.avail_features
+    }
+
+    fn acked_features(&self) -> u64 {
+        self.acked_features
+    }
+
+    fn set_acked_features(&mut self, features: u64) {
+        self.acked_features = features & self.avail_features;
+    }
+
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        let cfg = self.config_space();
+        data.fill(0);
+        let Ok(start) = usize::try_from(offset) else {
+            self.metrics.cfg_fails.inc();
+            return;
+        };
+        if let Some(src) = cfg.get(start..) {
+            let n = src.len().min(data.len());
+            data[..n].copy_from_slice(&src[..n]);
+        } else {
+            self.metrics.cfg_fails.inc();
+        }
+    }
+
+    fn write_config(&mut self, offset: u64, _data: &[u8]) {
+        // capacity and seg_max are read-only; no writable field is offered.
+        self.metrics.cfg_fails.inc();
+        log::debug!(
+            "block {}: config write at {offset:#x} ignored",
+            self.drive_id
+        );
+    }
+
+    fn activate(
+        &mut self,
+        mem: GuestMemoryMmap,
+        interrupt: Arc<VirtioInterrupt>,
+    ) -> Result<(), ActivateError> {
+        if self.mem.is_some() {
+            self.metrics.activate_fails.inc();
+            return Err(ActivateError::AlreadyActive);
+        }
+        if !self.queues[0].ready() {
+            self.metrics.activate_fails.inc();
+            return Err(ActivateError::InvalidQueue { index: 0 });
+        }
+        self.mem = Some(mem);
+        self.interrupt = Some(interrupt);
+        Ok(())
+    }
+
+    fn is_activated(&self) -> bool {
+        self.mem.is_some()
+    }
+
+    fn reset(&mut self) {
+        self.mem = None;
+        self.interrupt = None;
+        self.acked_features = 0;
+        reset_queues(&mut self.queues);
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests;

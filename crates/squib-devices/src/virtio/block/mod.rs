@@ -1,0 +1,187 @@
+//! virtio-block (virtio 1.2 §5.2): a guest disk backed by a host file.
+//!
+//! - [`device`]: [`Block`], its config space, features and queue processing.
+//! - [`request`]: parsing one descriptor chain into a request, with every guest mistake a
+//!   typed [`request::RequestError`].
+//! - [`disk`]: the backing file; `pread`/`pwrite` straight between it and guest memory.
+//! - [`event_handler`]: the `event_manager` subscription (queue and rate-limiter events).
+//! - [`metrics`]: [`BlockMetrics`], Firecracker's per-drive `block_<id>` counters.
+//!
+//! Data safety: a write completes only after `pwrite` returned for all its bytes; with
+//! [`CacheMode::Writeback`] the device offers FLUSH and a flush completes only after
+//! `fdatasync`. DISCARD and WRITE_ZEROES punch a hole in the file (`fallocate`), so they are
+//! offered only for writable regular files. With [`CacheMode::Unsafe`] (the default) FLUSH is not offered and a flush
+//! the guest sends anyway completes without syncing, as in Firecracker.
+
+pub mod device;
+pub mod disk;
+pub mod event_handler;
+pub mod metrics;
+pub mod request;
+
+use std::path::PathBuf;
+
+pub use device::Block;
+pub use metrics::BlockMetrics;
+
+use crate::rate_limiter::RateLimiter;
+
+/// Sector size of the virtio-blk protocol.
+pub const SECTOR_SIZE: u64 = 512;
+/// log2 of [`SECTOR_SIZE`].
+pub const SECTOR_SHIFT: u8 = 9;
+/// Queue size of the single request queue.
+pub const QUEUE_SIZE: u16 = 256;
+/// Data segments per request the device accepts (advertised as `seg_max`).
+pub const SEG_MAX: u32 = 128;
+/// Largest DISCARD/WRITE_ZEROES range in sectors (2 GiB).
+pub const MAX_DISCARD_SECTORS: u32 = 1 << 22;
+/// Length of the GET_ID answer.
+pub const ID_BYTES: usize = 20;
+
+/// virtio-blk feature bits.
+pub mod features {
+    /// `seg_max` in config space is valid.
+    pub const SEG_MAX: u32 = 2;
+    /// The device is read-only.
+    pub const RO: u32 = 5;
+    /// Cache flush command.
+    pub const FLUSH: u32 = 9;
+    /// DISCARD command (offered for writable regular files).
+    pub const DISCARD: u32 = 13;
+    /// WRITE_ZEROES command (offered for writable regular files).
+    pub const WRITE_ZEROES: u32 = 14;
+}
+
+/// Request types (`virtio_blk_outhdr.type`).
+pub mod request_type {
+    /// Read.
+    pub const IN: u32 = 0;
+    /// Write.
+    pub const OUT: u32 = 1;
+    /// Flush.
+    pub const FLUSH: u32 = 4;
+    /// Device id string.
+    pub const GET_ID: u32 = 8;
+    /// Deallocate sectors.
+    pub const DISCARD: u32 = 11;
+    /// Zero sectors.
+    pub const WRITE_ZEROES: u32 = 13;
+}
+
+/// Status byte values.
+pub mod status {
+    /// Success.
+    pub const OK: u8 = 0;
+    /// I/O error.
+    pub const IOERR: u8 = 1;
+    /// Unsupported request.
+    pub const UNSUPP: u8 = 2;
+}
+
+/// Host caching policy (`cache_type`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CacheMode {
+    /// No FLUSH offered; guest flushes are no-ops.
+    #[default]
+    Unsafe,
+    /// FLUSH offered; a flush completes after `fdatasync`.
+    Writeback,
+}
+
+/// I/O engine (`io_engine`). Only [`IoEngine::Sync`] is implemented.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum IoEngine {
+    /// `pread`/`pwrite` on the event-loop thread.
+    #[default]
+    Sync,
+    /// io_uring (not implemented: [`IoEngine::ensure_supported`] rejects it).
+    Async,
+}
+
+impl IoEngine {
+    /// Check that this engine can be used, before building the device.
+    ///
+    /// # Errors
+    /// [`BlockError::UnsupportedIoEngine`] for [`IoEngine::Async`].
+    pub fn ensure_supported(self) -> Result<(), BlockError> {
+        match self {
+            Self::Sync => Ok(()),
+            Self::Async => Err(BlockError::UnsupportedIoEngine),
+        }
+    }
+}
+
+/// Everything needed to build a [`Block`].
+#[derive(Debug)]
+pub struct BlockConfig {
+    /// Drive id (returned by GET_ID, names the metrics group).
+    pub drive_id: String,
+    /// Backing file.
+    pub path: PathBuf,
+    /// The guest sees a read-only disk; the file is opened read-only.
+    pub read_only: bool,
+    /// Caching policy.
+    pub cache: CacheMode,
+    /// I/O throttling, if any.
+    pub rate_limiter: Option<RateLimiter>,
+}
+
+/// Why a block device could not be built or updated.
+#[derive(Debug, thiserror::Error)]
+pub enum BlockError {
+    /// The backing file cannot be opened.
+    #[error("Unable to open block file {}: {source}", path.display())]
+    Open {
+        /// Backing file.
+        path: PathBuf,
+        /// OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The size of the backing file cannot be read.
+    #[error("Unable to read the size of block file {}: {source}", path.display())]
+    Size {
+        /// Backing file.
+        path: PathBuf,
+        /// OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An eventfd or timerfd cannot be created.
+    #[error("Unable to create block device event fd: {0}")]
+    EventFd(#[source] std::io::Error),
+    /// The Async (io_uring) engine is not implemented.
+    #[error("The Async (io_uring) block I/O engine is not supported yet; use Sync")]
+    UnsupportedIoEngine,
+    /// Signalling the guest failed.
+    #[error("Unable to signal the guest: {0}")]
+    Interrupt(#[source] std::io::Error),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_sync_engine_is_supported() {
+        assert!(IoEngine::Sync.ensure_supported().is_ok());
+        let err = IoEngine::Async.ensure_supported().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "The Async (io_uring) block I/O engine is not supported yet; use Sync"
+        );
+    }
+
+    #[test]
+    fn open_error_names_path_and_os_error() {
+        let err = BlockError::Open {
+            path: PathBuf::from("/nope/disk.img"),
+            source: std::io::Error::from_raw_os_error(libc::ENOENT),
+        };
+        assert_eq!(
+            err.to_string(),
+            "Unable to open block file /nope/disk.img: No such file or directory (os error 2)"
+        );
+    }
+}

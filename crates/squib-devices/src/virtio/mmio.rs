@@ -1,0 +1,340 @@
+//! The modern (version 2) virtio-mmio transport (virtio 1.2 §4.2.2).
+//!
+//! One [`MmioTransport`] sits in each 4 KiB MMIO slot and turns the driver's register accesses
+//! into queue setup, feature negotiation and device status changes. Registers below 0x100 are
+//! 32-bit and accessed with 4-byte reads/writes only; other sizes are ignored (reads return 0).
+//! Device config space starts at 0x100.
+//!
+//! Status rules: bits are only ever added (except writing 0, which resets); features are
+//! writable between DRIVER and FEATURES_OK; FEATURES_OK sticks only if the driver accepted
+//! VERSION_1 and nothing the device did not offer; queues are configurable between
+//! FEATURES_OK and DRIVER_OK; DRIVER_OK activates the device, or sets DEVICE_NEEDS_RESET.
+//!
+//! Queue notifications normally never reach here (an ioeventfd at 0x50 catches them); a
+//! notify that does is forwarded to the queue's eventfd.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use virtio_queue::QueueT;
+use vmm_sys_util::eventfd::EventFd;
+
+use super::{features, status, GuestMemoryMmap, VirtioDevice, VirtioInterrupt};
+use crate::bus::BusDevice;
+
+/// "virt" in little endian.
+pub const MMIO_MAGIC_VALUE: u32 = 0x7472_6976;
+/// Modern virtio-mmio.
+pub const MMIO_VERSION: u32 = 2;
+/// Size of one virtio-mmio slot.
+pub const MMIO_SLOT_SIZE: u64 = 0x1000;
+/// Offset of the QueueNotify register (where the VMM places the ioeventfds).
+pub const NOTIFY_REG_OFFSET: u64 = 0x50;
+/// Offset of device config space.
+pub const CONFIG_SPACE_OFFSET: u64 = 0x100;
+
+/// Register offsets (virtio 1.2 §4.2.2, table 4.1).
+mod reg {
+    pub const MAGIC: u64 = 0x00;
+    pub const VERSION: u64 = 0x04;
+    pub const DEVICE_ID: u64 = 0x08;
+    pub const VENDOR_ID: u64 = 0x0c;
+    pub const DEVICE_FEATURES: u64 = 0x10;
+    pub const DEVICE_FEATURES_SEL: u64 = 0x14;
+    pub const DRIVER_FEATURES: u64 = 0x20;
+    pub const DRIVER_FEATURES_SEL: u64 = 0x24;
+    pub const QUEUE_SEL: u64 = 0x30;
+    pub const QUEUE_NUM_MAX: u64 = 0x34;
+    pub const QUEUE_NUM: u64 = 0x38;
+    pub const QUEUE_READY: u64 = 0x44;
+    pub const QUEUE_NOTIFY: u64 = 0x50;
+    pub const INTERRUPT_STATUS: u64 = 0x60;
+    pub const INTERRUPT_ACK: u64 = 0x64;
+    pub const STATUS: u64 = 0x70;
+    pub const QUEUE_DESC_LOW: u64 = 0x80;
+    pub const QUEUE_DESC_HIGH: u64 = 0x84;
+    pub const QUEUE_AVAIL_LOW: u64 = 0x90;
+    pub const QUEUE_AVAIL_HIGH: u64 = 0x94;
+    pub const QUEUE_USED_LOW: u64 = 0xa0;
+    pub const QUEUE_USED_HIGH: u64 = 0xa4;
+    pub const CONFIG_GENERATION: u64 = 0xfc;
+}
+
+/// A virtio device behind the virtio-mmio register interface.
+pub struct MmioTransport {
+    device: Arc<Mutex<dyn VirtioDevice>>,
+    mem: GuestMemoryMmap,
+    interrupt: Arc<VirtioInterrupt>,
+    device_status: u32,
+    device_features_sel: u32,
+    driver_features_sel: u32,
+    driver_features: u64,
+    queue_sel: u32,
+}
+
+impl std::fmt::Debug for MmioTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MmioTransport")
+            .field("device_status", &self.device_status)
+            .field("queue_sel", &self.queue_sel)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MmioTransport {
+    /// A transport for `device`, with a fresh interrupt line.
+    ///
+    /// # Errors
+    /// The interrupt eventfd cannot be created.
+    pub fn new(
+        mem: GuestMemoryMmap,
+        device: Arc<Mutex<dyn VirtioDevice>>,
+    ) -> std::io::Result<Self> {
+        Ok(Self {
+            device,
+            mem,
+            interrupt: Arc::new(VirtioInterrupt::new()?),
+            device_status: 0,
+            device_features_sel: 0,
+            driver_features_sel: 0,
+            driver_features: 0,
+            queue_sel: 0,
+        })
+    }
+
+    /// The eventfd to register as irqfd for this slot's GSI.
+    #[must_use]
+    pub fn interrupt_evt(&self) -> &EventFd {
+        self.interrupt.eventfd()
+    }
+
+    /// The shared interrupt line (status register + irqfd).
+    #[must_use]
+    pub fn interrupt(&self) -> &Arc<VirtioInterrupt> {
+        &self.interrupt
+    }
+
+    /// The device behind this transport.
+    #[must_use]
+    pub fn device(&self) -> &Arc<Mutex<dyn VirtioDevice>> {
+        &self.device
+    }
+
+    /// Clones of the queue eventfds, in queue order, for ioeventfd registration at
+    /// `base + NOTIFY_REG_OFFSET` with datamatch = index.
+    ///
+    /// # Errors
+    /// An eventfd cannot be duplicated.
+    pub fn queue_evts(&self) -> std::io::Result<Vec<EventFd>> {
+        self.locked_device()
+            .queue_events()
+            .iter()
+            .map(EventFd::try_clone)
+            .collect()
+    }
+
+    /// The Status register.
+    #[must_use]
+    pub fn device_status(&self) -> u32 {
+        self.device_status
+    }
+
+    fn locked_device(&self) -> MutexGuard<'_, dyn VirtioDevice + 'static> {
+        // A poisoned device keeps its state; the transport keeps answering.
+        self.device.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn status_has(&self, set: u32, clear: u32) -> bool {
+        self.device_status & set == set && self.device_status & clear == 0
+    }
+
+    fn read_reg(&self, offset: u64) -> u32 {
+        let dev = self.locked_device();
+        let queue = dev.queues().get(self.queue_sel as usize);
+        match offset {
+            reg::MAGIC => MMIO_MAGIC_VALUE,
+            reg::VERSION => MMIO_VERSION,
+            reg::DEVICE_ID => dev.device_type(),
+            reg::VENDOR_ID => 0,
+            reg::DEVICE_FEATURES => match self.device_features_sel {
+                0 => dev.avail_features() as u32,
+                1 => (dev.avail_features() >> 32) as u32,
+                _ => 0,
+            },
+            reg::QUEUE_NUM_MAX => queue.map_or(0, |q| u32::from(q.max_size())),
+            reg::QUEUE_READY => queue.map_or(0, |q| u32::from(q.ready())),
+            reg::INTERRUPT_STATUS => self.interrupt.status(),
+            reg::STATUS => self.device_status,
+            reg::CONFIG_GENERATION => self.interrupt.config_generation(),
+            _ => 0,
+        }
+    }
+
+    fn write_reg(&mut self, offset: u64, value: u32) {
+        match offset {
+            reg::DEVICE_FEATURES_SEL => self.device_features_sel = value,
+            reg::DRIVER_FEATURES_SEL => self.driver_features_sel = value,
+            reg::DRIVER_FEATURES => self.write_driver_features(value),
+            reg::QUEUE_SEL => self.queue_sel = value,
+            reg::QUEUE_NOTIFY => self.notify(value),
+            reg::INTERRUPT_ACK => self.interrupt.ack(value),
+            reg::STATUS => self.write_status(value),
+            reg::QUEUE_NUM
+            | reg::QUEUE_READY
+            | reg::QUEUE_DESC_LOW
+            | reg::QUEUE_DESC_HIGH
+            | reg::QUEUE_AVAIL_LOW
+            | reg::QUEUE_AVAIL_HIGH
+            | reg::QUEUE_USED_LOW
+            | reg::QUEUE_USED_HIGH => self.write_queue_reg(offset, value),
+            _ => log::debug!("virtio-mmio: write to read-only or unknown register {offset:#x}"),
+        }
+    }
+
+    fn write_driver_features(&mut self, value: u32) {
+        if !self.status_has(status::DRIVER, status::FEATURES_OK | status::FAILED) {
+            return;
+        }
+        let value = u64::from(value);
+        match self.driver_features_sel {
+            0 => self.driver_features = (self.driver_features & !0xffff_ffff) | value,
+            1 => self.driver_features = (self.driver_features & 0xffff_ffff) | (value << 32),
+            _ => {}
+        }
+    }
+
+    fn write_queue_reg(&mut self, offset: u64, value: u32) {
+        if !self.status_has(status::FEATURES_OK, status::DRIVER_OK | status::FAILED) {
+            return;
+        }
+        let mut dev = self.locked_device();
+        let Some(q) = dev.queues_mut().get_mut(self.queue_sel as usize) else {
+            return;
+        };
+        match offset {
+            // QueueT::set_size ignores sizes that are not a power of two or exceed the max.
+            reg::QUEUE_NUM => q.set_size(value as u16),
+            reg::QUEUE_READY => q.set_ready(value == 1),
+            reg::QUEUE_DESC_LOW => q.set_desc_table_address(Some(value), None),
+            reg::QUEUE_DESC_HIGH => q.set_desc_table_address(None, Some(value)),
+            reg::QUEUE_AVAIL_LOW => q.set_avail_ring_address(Some(value), None),
+            reg::QUEUE_AVAIL_HIGH => q.set_avail_ring_address(None, Some(value)),
+            reg::QUEUE_USED_LOW => q.set_used_ring_address(Some(value), None),
+            reg::QUEUE_USED_HIGH => q.set_used_ring_address(None, Some(value)),
+            _ => {}
+        }
+    }
+
+    fn notify(&self, index: u32) {
+        let dev = self.locked_device();
+        if let Some(evt) = dev.queue_events().get(index as usize) {
+            if let Err(e) = evt.write(1) {
+                log::warn!("virtio-mmio: cannot signal queue {index}: {e}");
+            }
+        }
+    }
+
+    fn write_status(&mut self, value: u32) {
+        if value == 0 {
+            self.reset();
+            return;
+        }
+        // The driver may only add bits (virtio 1.2 §2.1.2).
+        if value & self.device_status != self.device_status {
+            log::debug!(
+                "virtio-mmio: status {value:#x} clears bits of {:#x}",
+                self.device_status
+            );
+            return;
+        }
+        let added = value & !self.device_status;
+        if added & status::FEATURES_OK != 0 && !self.features_acceptable() {
+            self.device_status = value & !status::FEATURES_OK;
+            return;
+        }
+        self.device_status = value;
+        if added & status::DRIVER_OK != 0 && value & status::FEATURES_OK != 0 {
+            self.activate();
+        }
+    }
+
+    /// Accept the driver's features if they include VERSION_1 and only offered bits.
+    fn features_acceptable(&mut self) -> bool {
+        let mut dev = self.locked_device();
+        let offered = dev.avail_features();
+        let ok = self.driver_features & !offered == 0
+            && super::has_feature(self.driver_features, features::VERSION_1);
+        if ok {
+            dev.set_acked_features(self.driver_features);
+        }
+        ok
+    }
+
+    fn activate(&mut self) {
+        let mut dev = self.locked_device();
+        let event_idx = super::has_feature(dev.acked_features(), features::RING_EVENT_IDX);
+        let mut valid = true;
+        for (index, q) in dev.queues_mut().iter_mut().enumerate() {
+            q.set_event_idx(event_idx);
+            if q.ready() && !q.is_valid(&self.mem) {
+                log::warn!("virtio-mmio: queue {index} has an invalid layout");
+                valid = false;
+            }
+        }
+        let result = if valid {
+            dev.activate(self.mem.clone(), self.interrupt.clone())
+                .map_err(|e| e.to_string())
+        } else {
+            Err("invalid queue".to_owned())
+        };
+        drop(dev);
+        if let Err(e) = result {
+            log::warn!("virtio-mmio: device activation failed: {e}");
+            self.device_status |= status::DEVICE_NEEDS_RESET;
+            if let Err(e) = self.interrupt.signal_config_change() {
+                log::warn!("virtio-mmio: cannot signal needs-reset: {e}");
+            }
+        }
+    }
+
+    fn reset(&mut self) {
+        self.locked_device().reset();
+        self.interrupt.reset();
+        self.device_status = 0;
+        self.device_features_sel = 0;
+        self.driver_features_sel = 0;
+        self.driver_features = 0;
+        self.queue_sel = 0;
+    }
+}
+
+impl BusDevice for MmioTransport {
+    fn read(&mut self, offset: u64, data: &mut [u8]) {
+        if offset >= CONFIG_SPACE_OFFSET {
+            self.locked_device()
+                .read_config(offset - CONFIG_SPACE_OFFSET, data);
+            return;
+        }
+        if data.len() == 4 {
+            data.copy_from_slice(&self.read_reg(offset).to_le_bytes());
+        } else {
+            data.fill(0);
+        }
+    }
+
+    fn write(&mut self, offset: u64, data: &[u8]) {
+        if offset >= CONFIG_SPACE_OFFSET {
+            // Config writes after FEATURES_OK are allowed; before DRIVER they make no sense.
+            if self.status_has(status::DRIVER, status::FAILED) {
+                self.locked_device()
+                    .write_config(offset - CONFIG_SPACE_OFFSET, data);
+            }
+            return;
+        }
+        if let Ok(bytes) = <[u8; 4]>::try_from(data) {
+            self.write_reg(offset, u32::from_le_bytes(bytes));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

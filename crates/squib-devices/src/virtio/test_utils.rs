@@ -1,0 +1,178 @@
+//! Test helpers: real anonymous guest memory and a driver-side virtqueue builder.
+//!
+//! [`VirtQueue`] lays out a split virtqueue in guest memory (virtio 1.2 §2.7: descriptor
+//! table, then the available ring with `used_event`, then the 4-aligned used ring) and lets a test write descriptor chains by hand — including broken ones
+//! (loops, bad addresses, wrong directions) — publish them, and read back the used ring.
+//! Compiled for unit tests and behind the `test-utils` feature, never in production builds.
+
+use virtio_queue::{Queue, QueueT};
+use vm_memory::{Bytes, GuestAddress};
+
+use super::GuestMemoryMmap;
+
+/// Descriptor flag: the chain continues at `next`.
+pub const F_NEXT: u16 = 1;
+/// Descriptor flag: the device writes this buffer.
+pub const F_WRITE: u16 = 2;
+/// Descriptor flag: the buffer is a table of descriptors.
+pub const F_INDIRECT: u16 = 4;
+
+/// `size` bytes of guest RAM at guest address 0.
+///
+/// # Panics
+/// When the mapping fails (tests only).
+#[must_use]
+pub fn single_region_mem(size: usize) -> GuestMemoryMmap {
+    GuestMemoryMmap::from_ranges(&[(GuestAddress(0), size)]).expect("cannot map guest memory")
+}
+
+/// A driver's view of one split virtqueue in guest memory.
+pub struct VirtQueue<'a> {
+    mem: &'a GuestMemoryMmap,
+    desc: u64,
+    avail: u64,
+    used: u64,
+    size: u16,
+    next_desc: u16,
+}
+
+impl<'a> VirtQueue<'a> {
+    /// A queue of `size` entries whose descriptor table starts at `start`.
+    #[must_use]
+    pub fn new(mem: &'a GuestMemoryMmap, start: GuestAddress, size: u16) -> Self {
+        let desc = start.0;
+        let avail = desc + 16 * u64::from(size);
+        let used = (avail + 6 + 2 * u64::from(size)).next_multiple_of(4);
+        Self {
+            mem,
+            desc,
+            avail,
+            used,
+            size,
+            next_desc: 0,
+        }
+    }
+
+    /// Write descriptor `index` verbatim.
+    ///
+    /// # Panics
+    /// When `index` is outside the table or memory (tests only).
+    pub fn set_desc(&self, index: u16, addr: u64, len: u32, flags: u16, next: u16) {
+        assert!(index < self.size, "descriptor index {index}");
+        let at = self.desc + 16 * u64::from(index);
+        self.write(at, addr);
+        self.write(at + 8, len);
+        self.write(at + 12, flags);
+        self.write(at + 14, next);
+    }
+
+    /// Write a linked chain of `(addr, len, flags)` into fresh descriptors (NEXT and `next`
+    /// are filled in) and publish it; returns the head index.
+    pub fn add_chain(&mut self, descs: &[(u64, u32, u16)]) -> u16 {
+        let head = self.next_desc;
+        for (i, &(addr, len, flags)) in descs.iter().enumerate() {
+            let index = (head + i as u16) % self.size;
+            let last = i + 1 == descs.len();
+            let flags = if last {
+                flags & !F_NEXT
+            } else {
+                flags | F_NEXT
+            };
+            self.set_desc(index, addr, len, flags, (index + 1) % self.size);
+        }
+        self.next_desc = (head + descs.len() as u16) % self.size;
+        self.publish(head);
+        head
+    }
+
+    /// Put `head` in the next available-ring slot and bump `avail.idx`.
+    ///
+    /// # Panics
+    /// When the ring is outside guest memory (tests only).
+    pub fn publish(&self, head: u16) {
+        let idx: u16 = self.read(self.avail + 2);
+        self.write(self.avail + 4 + 2 * u64::from(idx % self.size), head);
+        self.write(self.avail + 2, idx.wrapping_add(1));
+    }
+
+    /// Overwrite `avail.idx` (a driver bug or attack).
+    ///
+    /// # Panics
+    /// When the ring is outside guest memory (tests only).
+    pub fn set_avail_idx(&self, idx: u16) {
+        self.write(self.avail + 2, idx);
+    }
+
+    /// Point `queue` at this layout and mark it ready, as a driver would.
+    pub fn configure(&self, queue: &mut Queue) {
+        let split = |a: GuestAddress| (Some(a.0 as u32), Some((a.0 >> 32) as u32));
+        queue.set_size(self.size);
+        let (lo, hi) = split(GuestAddress(self.desc));
+        queue.set_desc_table_address(lo, hi);
+        let (lo, hi) = split(GuestAddress(self.avail));
+        queue.set_avail_ring_address(lo, hi);
+        let (lo, hi) = split(GuestAddress(self.used));
+        queue.set_used_ring_address(lo, hi);
+        queue.set_ready(true);
+    }
+
+    /// `used.idx`.
+    #[must_use]
+    pub fn used_idx(&self) -> u16 {
+        self.read(self.used + 2)
+    }
+
+    /// Used-ring entry `i` as `(id, len)`.
+    ///
+    /// # Panics
+    /// When the ring is outside guest memory (tests only).
+    #[must_use]
+    pub fn used(&self, i: u16) -> (u32, u32) {
+        let at = self.used + 4 + 8 * u64::from(i % self.size);
+        (self.read(at), self.read(at + 4))
+    }
+
+    /// Guest addresses of the descriptor table, available ring and used ring.
+    #[must_use]
+    pub fn addresses(&self) -> (u64, u64, u64) {
+        (self.desc, self.avail, self.used)
+    }
+
+    /// Write `descs` as an indirect table at `table` and publish one descriptor pointing at it.
+    pub fn add_indirect_chain(&mut self, table: u64, descs: &[(u64, u32, u16)]) -> u16 {
+        for (i, &(addr, len, flags)) in descs.iter().enumerate() {
+            let at = table + 16 * i as u64;
+            let last = i + 1 == descs.len();
+            self.write(at, addr);
+            self.write(at + 8, len);
+            self.write(
+                at + 12,
+                if last {
+                    flags & !F_NEXT
+                } else {
+                    flags | F_NEXT
+                },
+            );
+            self.write(at + 14, (i + 1) as u16);
+        }
+        self.add_chain(&[(table, 16 * descs.len() as u32, F_INDIRECT)])
+    }
+
+    /// Set `avail.used_event` (EVENT_IDX: interrupt me once `used.idx` passes it).
+    ///
+    /// # Panics
+    /// When the ring is outside guest memory (tests only).
+    pub fn set_used_event(&self, value: u16) {
+        self.write(self.avail + 4 + 2 * u64::from(self.size), value);
+    }
+
+    fn write<T: vm_memory::ByteValued>(&self, addr: u64, value: T) {
+        self.mem
+            .write_obj(value, GuestAddress(addr))
+            .expect("queue memory");
+    }
+
+    fn read<T: vm_memory::ByteValued>(&self, addr: u64) -> T {
+        self.mem.read_obj(GuestAddress(addr)).expect("queue memory")
+    }
+}

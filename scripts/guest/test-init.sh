@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Checks scripts/guest/init on the host, without a VM: runs it with busybox sh in a chroot
+# whose /proc, /sys, mount, reboot, devmem and sleep are fakes, once per action, and
+# compares what it prints with what the integration tests parse. Needs root (chroot).
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(mktemp -d)"
+trap 'rm -rf "$root"' EXIT
+failures=0
+
+make_tree() {
+    rm -rf "$root/t"
+    mkdir -p "$root/t"/{bin,dev,proc/sys/kernel,sys/block/vda,sys/block/vdb,tmp}
+    cp /bin/busybox "$root/t/bin/busybox"
+    for applet in sh echo cat setsid cttyhack sleep; do ln -s busybox "$root/t/bin/$applet"; done
+    for fake in mount reboot devmem; do
+        printf '#!/bin/sh\necho "FAKE %s $*"\n' "$fake" >"$root/t/bin/$fake"
+        chmod +x "$root/t/bin/$fake"
+    done
+    printf 'processor\t: 0\nflags\t\t: fpu\n\nprocessor\t: 1\nflags\t\t: fpu\n\nprocessor\t: 2\n' \
+        >"$root/t/proc/cpuinfo"
+    printf 'MemTotal:         123456 kB\nMemFree:          100 kB\n' >"$root/t/proc/meminfo"
+    echo 1 >"$root/t/proc/sys/kernel/ctrl-alt-del"
+    echo 65536 >"$root/t/sys/block/vda/size"
+    echo 1 >"$root/t/sys/block/vda/ro"
+    echo squib-root >"$root/t/sys/block/vda/serial"
+    echo 2048 >"$root/t/sys/block/vdb/size"
+    echo 0 >"$root/t/sys/block/vdb/ro"
+    : >"$root/t/dev/vdb"
+    cp "$here/init" "$root/t/init"
+}
+
+# expect CMDLINE EXPECTED_LINE...: every expected line must appear in the output. The init
+# gets SIGINT (as from Ctrl-Alt-Del) after $INT_AFTER seconds, and is killed 2 s later.
+INT_AFTER=${INT_AFTER:-10}
+expect() {
+    local cmdline="$1" out line output_line
+    shift
+    make_tree
+    echo "console=ttyS0 $cmdline" >"$root/t/proc/cmdline"
+    out="$(timeout -k 2 -s INT "${INT_AFTER}" chroot "$root/t" /bin/sh /init </dev/null 2>&1 || true)"
+    for line in "$@"; do
+        if ! grep -Fxq -- "$line" <<<"$out"; then
+            echo "test-init.sh: [$cmdline] missing line: $line" >&2
+            while IFS= read -r output_line; do echo "    | $output_line"; done <<<"$out" >&2
+            failures=$((failures + 1))
+            return
+        fi
+    done
+    echo "test-init.sh: [$cmdline] ok"
+}
+
+common=("SQUIB nproc=3" "SQUIB memtotal_kib=123456" "SQUIB blk name=vda sectors=65536 ro=1 serial=squib-root"
+    "SQUIB blk name=vdb sectors=2048 ro=0 serial=" SQUIB-GUEST-READY)
+expect "squib.action=reboot" "${common[@]}" "SQUIB action=reboot" "FAKE reboot -f"
+expect "squib.action=reboot squib.boot_timer=1" "FAKE devmem 0xc0000000 8 123" SQUIB-GUEST-READY
+expect "squib.action=tick squib.ticks=3" "SQUIB tick 1" "SQUIB tick 3" "SQUIB ticks done" "FAKE reboot -f"
+expect "squib.action=blk-write squib.blk_tag=abc" "SQUIB blk-write done" "FAKE reboot -f"
+grep -Fxq "SQUIB-BLK-PATTERN abc" "$root/t/dev/vdb" || { echo "test-init.sh: blk-write pattern missing" >&2; failures=$((failures + 1)); }
+expect "squib.action=blk-read squib.blk_dev=vdb" "SQUIB blk-read " "FAKE reboot -f"
+expect "squib.action=shell" "squib guest shell: exit it to reboot the microVM" "FAKE reboot -f"
+INT_AFTER=3 expect "squib.action=wait-ctrlaltdel" "SQUIB waiting ctrl-alt-del" "SQUIB ctrl-alt-del" \
+    "FAKE reboot -f"
+
+if ((failures)); then
+    echo "test-init.sh: $failures failure(s)" >&2
+    exit 1
+fi
+echo "test-init.sh: all init checks passed"
