@@ -12,8 +12,7 @@ use std::path::PathBuf;
 
 use squib_logger::logger::{Level, LoggerSettings};
 
-/// The Firecracker release whose API and command line squib implements.
-pub const FIRECRACKER_VERSION: &str = "1.17.0";
+use squib_api::version::FIRECRACKER_VERSION;
 /// The snapshot format version Firecracker 1.17 prints for `--snapshot-version`.
 pub const SNAPSHOT_VERSION: &str = "v11.0.0";
 /// Default `--api-sock`.

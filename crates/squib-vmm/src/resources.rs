@@ -188,6 +188,14 @@ impl VmResources {
     /// # Errors
     /// A second root device, or a backing file that cannot be opened with the access asked for.
     pub fn put_drive(&mut self, config: DriveConfig) -> Result<(), ResourceError> {
+        if config.socket.is_some() {
+            return Err(ResourceError::NotSupported("vhost-user block devices"));
+        }
+        if config.io_engine == IoEngine::Async {
+            return Err(ResourceError::NotSupported(
+                "the Async (io_uring) block io_engine",
+            ));
+        }
         let existing = self
             .drives
             .iter()

@@ -41,6 +41,14 @@ pub enum VmmError {
     Signal(#[source] vmm_sys_util::errno::Error),
 }
 
+/// The serial and i8042 counters live in `squib-devices`; the metrics line shows them as
+/// Firecracker's `uart` and `i8042` groups.
+fn register_legacy_metrics() {
+    use squib_devices::legacy::{i8042::I8042_METRICS, serial::UART_METRICS};
+    squib_logger::metrics::register_group("uart", Arc::new(&UART_METRICS));
+    squib_logger::metrics::register_group("i8042", Arc::new(&I8042_METRICS));
+}
+
 /// The VMM state machine and its event loop.
 pub struct Vmm {
     pub(crate) options: VmmOptions,
@@ -71,6 +79,7 @@ impl Vmm {
         api: Option<ApiReceiver>,
     ) -> Result<Self, VmmError> {
         crate::vstate::vcpu::register_kick_signal_handler().map_err(VmmError::Signal)?;
+        register_legacy_metrics();
         let mut events = EventManager::new()?;
         let stop = StopNotifier::new(control.vcpu_stop.clone());
         let control = Arc::new(Mutex::new(control));

@@ -25,7 +25,7 @@ use squib_devices::virtio::block::Block;
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::device_manager::{DeviceManager, LegacyDevices};
+use crate::device_manager::{DeviceManager, LegacyDevices, SharedI8042, SharedSerial};
 use crate::resources::VmResources;
 use crate::vstate::vcpu::{StopNotifier, VcpuHandle, VcpuRunner};
 use crate::vstate::vm::Vm;
@@ -61,7 +61,7 @@ pub struct RunningVm {
     /// Serial, i8042 and boot timer.
     pub legacy: LegacyDevices,
     /// Block devices by drive id, in attach order.
-    pub blocks: Vec<(String, Arc<Mutex<Block>>)>,
+    pub blocks: Vec<AttachedBlock>,
     /// The kernel command line the guest got.
     pub cmdline: String,
 }
@@ -169,10 +169,8 @@ pub fn build_microvm(
     })
 }
 
-type SerialAndI8042 = (
-    Arc<Mutex<SerialDevice>>,
-    Arc<Mutex<squib_devices::legacy::i8042::I8042Device>>,
-);
+/// A block device shared by its MMIO transport and the event loop, with its drive id.
+pub type AttachedBlock = (String, Arc<Mutex<Block>>);
 
 /// COM1 writes to `serial_out_path` when `PUT /serial` set one, else to stdout and reads
 /// stdin.
@@ -182,7 +180,7 @@ fn attach_serial_and_i8042(
     resources: &VmResources,
     reset_evt: &EventFd,
     subscribers: &mut Vec<Subscriber>,
-) -> Result<SerialAndI8042, StartMicrovmError> {
+) -> Result<(SharedSerial, SharedI8042), StartMicrovmError> {
     let out_path = resources.serial().and_then(|s| s.serial_out_path.clone());
     let output: Box<dyn Write + Send> = match &out_path {
         Some(path) => Box::new(
@@ -211,13 +209,16 @@ fn attach_blocks(
     mem: &GuestMemoryMmap,
     resources: &VmResources,
     subscribers: &mut Vec<Subscriber>,
-) -> Result<Vec<(String, Arc<Mutex<Block>>)>, StartMicrovmError> {
+) -> Result<Vec<AttachedBlock>, StartMicrovmError> {
     let mut blocks = Vec::new();
     for drive in resources.drives_in_attach_order() {
-        let block = Arc::new(Mutex::new(drive.build_block()?));
+        let block = drive.build_block()?;
+        let drive_id = drive.config.drive_id.as_str();
+        squib_logger::metrics::register_group(format!("block_{drive_id}"), block.metrics());
+        let block = Arc::new(Mutex::new(block));
         devices.attach_virtio(vm, mem, block.clone())?;
         subscribers.push(block.clone());
-        blocks.push((drive.config.drive_id.as_str().to_owned(), block));
+        blocks.push((drive_id.to_owned(), block));
     }
     Ok(blocks)
 }
@@ -309,4 +310,71 @@ fn create_vcpus(
 #[must_use]
 pub fn boot_time(timer: &Mutex<BootTimer>) -> Option<(u64, u64)> {
     timer.lock().ok()?.last_boot_time()
+}
+
+#[cfg(test)]
+mod tests {
+    use squib_arch::acpi::MmioDeviceInfo;
+
+    use super::*;
+
+    fn cmdline_for(boot_args: &str, devices: &DeviceManager) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let kernel = dir.path().join("vmlinux");
+        std::fs::write(&kernel, b"x").unwrap();
+        let mut resources = VmResources::default();
+        resources
+            .set_boot_source(squib_api::schemas::BootSourceConfig {
+                kernel_image_path: kernel,
+                initrd_path: None,
+                boot_args: Some(boot_args.to_owned()),
+            })
+            .unwrap();
+        let cmdline = build_cmdline(&resources, devices).unwrap();
+        cmdline.as_cstring().unwrap().into_string().unwrap()
+    }
+
+    #[test]
+    fn cmdline_appends_firecrackers_entries_before_init_args() {
+        let mut devices = DeviceManager::new();
+        devices.mmio_devices.push(MmioDeviceInfo {
+            addr: 0xc000_1000,
+            len: 0x1000,
+            gsi: 5,
+        });
+        devices.mmio_devices.push(MmioDeviceInfo {
+            addr: 0xc000_2000,
+            len: 0x1000,
+            gsi: 6,
+        });
+        let cmdline = cmdline_for("console=ttyS0 -- init_arg", &devices);
+        assert!(cmdline.starts_with("console=ttyS0 pci=off "), "{cmdline}");
+        assert!(
+            cmdline
+                .contains("virtio_mmio.device=4K@0xc0001000:5 virtio_mmio.device=4K@0xc0002000:6"),
+            "{cmdline}"
+        );
+        assert!(cmdline.ends_with(" -- init_arg"), "{cmdline}");
+        assert_eq!(cmdline.contains("noxsave"), host_is_kvm_pvm(), "{cmdline}");
+    }
+
+    #[test]
+    fn an_over_long_cmdline_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let kernel = dir.path().join("vmlinux");
+        std::fs::write(&kernel, b"x").unwrap();
+        let mut resources = VmResources::default();
+        resources
+            .set_boot_source(squib_api::schemas::BootSourceConfig {
+                kernel_image_path: kernel,
+                initrd_path: None,
+                boot_args: Some("a".repeat(CMDLINE_MAX_SIZE)),
+            })
+            .unwrap();
+        let err = build_cmdline(&resources, &DeviceManager::new()).unwrap_err();
+        assert!(
+            err.to_string().starts_with("Invalid kernel command line"),
+            "{err}"
+        );
+    }
 }

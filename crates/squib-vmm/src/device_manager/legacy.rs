@@ -32,12 +32,17 @@ pub enum LegacyError {
     Bus(#[from] BusError),
 }
 
+/// COM1, shared by the PIO bus and the stdin subscriber.
+pub type SharedSerial = Arc<Mutex<SerialDevice>>;
+/// The i8042, shared by the PIO bus and the VMM (for `SendCtrlAltDel`).
+pub type SharedI8042 = Arc<Mutex<I8042Device>>;
+
 /// Handles the VMM keeps on the legacy devices after attaching them.
 pub struct LegacyDevices {
     /// COM1.
-    pub serial: Arc<Mutex<SerialDevice>>,
+    pub serial: SharedSerial,
     /// The keyboard controller (for `SendCtrlAltDel`).
-    pub i8042: Arc<Mutex<I8042Device>>,
+    pub i8042: SharedI8042,
     /// The boot timer, when `--boot-timer` asked for it.
     pub boot_timer: Option<Arc<Mutex<BootTimer>>>,
 }
@@ -54,7 +59,7 @@ impl DeviceManager {
         serial: SerialDevice,
         serial_irq: &EventFd,
         reset_evt: EventFd,
-    ) -> Result<(Arc<Mutex<SerialDevice>>, Arc<Mutex<I8042Device>>), LegacyError> {
+    ) -> Result<(SharedSerial, SharedI8042), LegacyError> {
         vm.register_irqfd(serial_irq, IRQ_SERIAL)?;
         let serial = Arc::new(Mutex::new(serial));
         self.pio_bus.insert(serial.clone(), COM1_PORT, COM1_LEN)?;

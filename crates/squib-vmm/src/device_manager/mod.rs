@@ -8,7 +8,7 @@
 mod legacy;
 mod mmio;
 
-pub use legacy::{LegacyDevices, LegacyError};
+pub use legacy::{LegacyDevices, LegacyError, SharedI8042, SharedSerial};
 pub use mmio::MmioError;
 
 use squib_arch::acpi::MmioDeviceInfo;

@@ -327,3 +327,19 @@ fn handle_exit(index: u8, exit: VcpuExit<'_>, pio: &Bus, mmio: &Bus) -> Step {
         other => Step::Stop(StopReason::Fault(format!("unhandled vCPU exit {other:?}"))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_stop_reason_wins_and_wakes_the_vmm() {
+        let evt = Arc::new(EventFd::new(libc::EFD_NONBLOCK).unwrap());
+        let stop = StopNotifier::new(evt.clone());
+        assert_eq!(stop.reason(), None);
+        stop.notify(StopReason::GuestReset);
+        stop.clone().notify(StopReason::Fault("later".into()));
+        assert_eq!(stop.reason(), Some(StopReason::GuestReset));
+        assert_eq!(evt.read().unwrap(), 2);
+    }
+}

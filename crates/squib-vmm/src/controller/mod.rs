@@ -156,3 +156,6 @@ impl Vmm {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,209 @@
+//! The admission gate and the pre-boot handlers, driven without KVM.
+
+use std::sync::Arc;
+
+use serde_json::json;
+use squib_api::action::{ApiAction, ApiResponse};
+use squib_api::mirror::StateMirror;
+use squib_api::schemas::{
+    BootSourceConfig, DriveConfig, InstanceAction, MachineConfig, MmdsContents, VmStateChange,
+};
+use squib_api::{NOT_SUPPORTED_AFTER_START, NOT_SUPPORTED_BEFORE_START};
+
+use crate::control::ControlEvents;
+use crate::vmm::{Vmm, VmmOptions};
+
+fn vmm() -> Vmm {
+    let (control, flags) = ControlEvents::new().unwrap();
+    let mirror = Arc::new(StateMirror::new("test".into()));
+    let options = VmmOptions {
+        boot_timer: false,
+        mmds_size_limit: 64,
+    };
+    Vmm::new(options, mirror, control, flags, None).unwrap()
+}
+
+fn fault_of(response: ApiResponse) -> String {
+    match response {
+        ApiResponse::Fault { fault_message, .. } => fault_message,
+        other => panic!("expected a fault, got {other:?}"),
+    }
+}
+
+/// A drive parsed the way the API thread parses `PUT /drives/{id}`.
+fn drive(id: &str, path: &std::path::Path, root: bool) -> DriveConfig {
+    let body = json!({"drive_id": id, "path_on_host": path, "is_root_device": root, "is_read_only": false});
+    let body = serde_json::to_vec(&body).unwrap();
+    match squib_api::routes::parse_request("PUT", &format!("/drives/{id}"), &body) {
+        Ok(squib_api::routes::Parsed::Action {
+            action: ApiAction::PutDrive(config),
+            ..
+        }) => config,
+        other => panic!("PUT /drives/{id} did not parse: {other:?}"),
+    }
+}
+
+#[test]
+fn post_boot_actions_are_refused_before_boot_with_firecrackers_message() {
+    let mut vmm = vmm();
+    let message = fault_of(vmm.handle_action(ApiAction::PatchVm(VmStateChange::Paused)));
+    assert_eq!(message, NOT_SUPPORTED_BEFORE_START);
+    let message = fault_of(vmm.handle_action(ApiAction::Action(InstanceAction::SendCtrlAltDel)));
+    assert_eq!(message, NOT_SUPPORTED_BEFORE_START);
+    assert_ne!(message, NOT_SUPPORTED_AFTER_START);
+}
+
+#[test]
+fn instance_start_without_a_kernel_names_what_is_missing() {
+    let mut vmm = vmm();
+    let message = fault_of(vmm.handle_action(ApiAction::Action(InstanceAction::InstanceStart)));
+    assert_eq!(
+        message,
+        "Start microvm error: Cannot start microvm without kernel configuration."
+    );
+}
+
+#[test]
+fn boot_source_with_a_missing_kernel_reports_the_os_error() {
+    let mut vmm = vmm();
+    let config = BootSourceConfig {
+        kernel_image_path: "/nonexistent/vmlinux".into(),
+        initrd_path: None,
+        boot_args: None,
+    };
+    let message = fault_of(vmm.handle_action(ApiAction::PutBootSource(config)));
+    assert_eq!(
+        message,
+        "Boot source error: The kernel file cannot be opened: No such file or directory (os error 2)"
+    );
+}
+
+#[test]
+fn machine_config_round_trips_through_get() {
+    let mut vmm = vmm();
+    let config = MachineConfig {
+        vcpu_count: 2,
+        mem_size_mib: 256,
+        ..MachineConfig::default()
+    };
+    assert!(matches!(
+        vmm.handle_action(ApiAction::PutMachineConfig(config)),
+        ApiResponse::NoContent
+    ));
+    let ApiResponse::Json(got) = vmm.handle_action(ApiAction::GetMachineConfig) else {
+        panic!("GET /machine-config is JSON");
+    };
+    assert_eq!(got["vcpu_count"], 2);
+    assert_eq!(got["mem_size_mib"], 256);
+}
+
+#[test]
+fn only_one_root_drive_and_it_goes_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, c) = (
+        dir.path().join("a"),
+        dir.path().join("b"),
+        dir.path().join("c"),
+    );
+    for p in [&a, &b, &c] {
+        std::fs::write(p, [0u8; 512]).unwrap();
+    }
+    let mut vmm = vmm();
+    assert!(matches!(
+        vmm.handle_action(ApiAction::PutDrive(drive("data", &a, false))),
+        ApiResponse::NoContent
+    ));
+    assert!(matches!(
+        vmm.handle_action(ApiAction::PutDrive(drive("root", &b, true))),
+        ApiResponse::NoContent
+    ));
+    let message = fault_of(vmm.handle_action(ApiAction::PutDrive(drive("root2", &c, true))));
+    assert_eq!(
+        message,
+        "Drive config error: A root block device already exists!"
+    );
+    let ids: Vec<_> = vmm
+        .resources
+        .drives_in_attach_order()
+        .map(|d| d.config.drive_id.to_string())
+        .collect();
+    assert_eq!(ids, ["root", "data"]);
+    assert_eq!(
+        vmm.resources.root_device_cmdline().as_deref(),
+        Some("root=/dev/vda rw")
+    );
+    let ApiResponse::Json(config) = vmm.handle_action(ApiAction::GetVmConfig) else {
+        panic!("GET /vm/config is JSON");
+    };
+    assert_eq!(config["drives"][0]["drive_id"], "root");
+    assert_eq!(config["logger"], serde_json::Value::Null);
+}
+
+#[test]
+fn a_missing_drive_file_is_refused_at_put_with_the_os_error() {
+    let mut vmm = vmm();
+    let message = fault_of(vmm.handle_action(ApiAction::PutDrive(drive(
+        "data",
+        std::path::Path::new("/nonexistent/disk"),
+        false,
+    ))));
+    assert!(message.starts_with("Drive config error: "), "{message}");
+    assert!(
+        message.contains("No such file or directory (os error 2)"),
+        "{message}"
+    );
+}
+
+#[test]
+fn mmds_over_the_limit_is_413_and_leaves_the_store_unchanged() {
+    let mut vmm = vmm();
+    assert!(matches!(
+        vmm.handle_action(ApiAction::PutMmds(MmdsContents(json!({"k": "v"})))),
+        ApiResponse::NoContent
+    ));
+    let big = MmdsContents(json!({ "k": "x".repeat(100) }));
+    match vmm.handle_action(ApiAction::PatchMmds(big)) {
+        ApiResponse::Fault {
+            status,
+            fault_message,
+        } => {
+            assert_eq!(status, 413);
+            assert_eq!(
+                fault_message,
+                "MMDS limit exceeded error: The MMDS patch request doesn't fit."
+            );
+        }
+        other => panic!("expected 413, got {other:?}"),
+    }
+    let ApiResponse::Json(data) = vmm.handle_action(ApiAction::GetMmds) else {
+        panic!("GET /mmds is JSON");
+    };
+    assert_eq!(data, json!({"k": "v"}));
+}
+
+#[test]
+fn configured_devices_squib_cannot_build_make_instance_start_name_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = dir.path().join("vmlinux");
+    std::fs::write(&kernel, b"not a kernel").unwrap();
+    let mut vmm = vmm();
+    let boot = BootSourceConfig {
+        kernel_image_path: kernel,
+        initrd_path: None,
+        boot_args: None,
+    };
+    assert!(matches!(
+        vmm.handle_action(ApiAction::PutBootSource(boot)),
+        ApiResponse::NoContent
+    ));
+    let entropy = squib_api::schemas::EntropyConfig::default();
+    assert!(matches!(
+        vmm.handle_action(ApiAction::PutEntropy(entropy)),
+        ApiResponse::NoContent
+    ));
+    let message = fault_of(vmm.handle_action(ApiAction::Action(InstanceAction::InstanceStart)));
+    assert_eq!(
+        message,
+        "Start microvm error: virtio-rng (entropy device) is not supported by squib yet"
+    );
+}
