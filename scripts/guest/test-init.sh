@@ -20,6 +20,7 @@ make_tree() {
     done
     printf 'processor\t: 0\nflags\t\t: fpu\n\nprocessor\t: 1\nflags\t\t: fpu\n\nprocessor\t: 2\n' \
         >"$root/t/proc/cpuinfo"
+    echo "12.07 3.50" >"$root/t/proc/uptime"
     printf 'MemTotal:         123456 kB\nMemFree:          100 kB\n' >"$root/t/proc/meminfo"
     echo 1 >"$root/t/proc/sys/kernel/ctrl-alt-del"
     echo 65536 >"$root/t/sys/block/vda/size"
@@ -28,6 +29,8 @@ make_tree() {
     echo 2048 >"$root/t/sys/block/vdb/size"
     echo 0 >"$root/t/sys/block/vdb/ro"
     : >"$root/t/dev/vdb"
+    mkdir "$root/t/dev/vdc" # a write to it fails, as to a read-only disk
+    head -c 2097152 /dev/zero >"$root/t/dev/zero" # busybox sh runs its own dd applet
     cp "$here/init" "$root/t/init"
 }
 
@@ -58,6 +61,16 @@ expect "squib.action=reboot squib.boot_timer=1" "FAKE devmem 0xc0000000 8 123" S
 expect "squib.action=tick squib.ticks=3" "SQUIB tick 1" "SQUIB tick 3" "SQUIB ticks done" "FAKE reboot -f"
 expect "squib.action=blk-write squib.blk_tag=abc" "SQUIB blk-write done" "FAKE reboot -f"
 grep -Fxq "SQUIB-BLK-PATTERN abc" "$root/t/dev/vdb" || { echo "test-init.sh: blk-write pattern missing" >&2; failures=$((failures + 1)); }
+expect "squib.action=blk-write squib.blk_tag=abc squib.blk_ro=vdc" "SQUIB blk-ro-write failed" \
+    "SQUIB blk-write done"
+expect "squib.action=blk-write squib.blk_tag=abc squib.blk_ro=vdb" "SQUIB blk-ro-write succeeded"
+expect "squib.action=blk-rate squib.blk_mib=2" \
+    "SQUIB blk-time op=read bytes=2097152 centis=0" "FAKE reboot -f"
+expect "squib.action=blk-bench squib.blk_dev=vdb squib.blk_mib=1" \
+    "SQUIB blk-time op=noop bytes=0 centis=0" \
+    "SQUIB blk-time op=seq-write bytes=1048576 centis=0" \
+    "SQUIB blk-time op=seq-read bytes=1048576 centis=0" \
+    "SQUIB blk-time op=read-4k bytes=1048576 centis=0" "SQUIB blk-bench done" "FAKE reboot -f"
 expect "squib.action=blk-read squib.blk_dev=vdb" "SQUIB blk-read " "FAKE reboot -f"
 expect "squib.action=shell" "squib guest shell: exit it to reboot the microVM" "FAKE reboot -f"
 INT_AFTER=3 expect "squib.action=wait-ctrlaltdel" "SQUIB waiting ctrl-alt-del" "SQUIB ctrl-alt-del" \

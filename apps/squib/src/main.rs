@@ -6,6 +6,7 @@
 //! with Firecracker's exit code.
 
 mod cli;
+mod signals;
 mod startup;
 
 use std::process::ExitCode;

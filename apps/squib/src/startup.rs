@@ -35,6 +35,10 @@ pub fn run(args: impl IntoIterator<Item = String>) -> i32 {
     if let Err(code) = init_logging(&cli) {
         return code.code();
     }
+    if let Err(e) = crate::signals::install() {
+        log::error!("{e}");
+        return FcExitCode::GenericError.code();
+    }
     log::info!(
         "Running Firecracker v{}",
         squib_api::version::FIRECRACKER_VERSION

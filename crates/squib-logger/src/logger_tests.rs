@@ -180,3 +180,33 @@ fn levels_parse_case_insensitively() {
     assert!(serde_json::from_str::<Level>("\"loud\"").is_err());
     assert_eq!(log::LevelFilter::from(Level::Off), log::LevelFilter::Off);
 }
+
+#[test]
+fn writes_to_a_fifo_without_a_reader_attached() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log.fifo");
+    let status = std::process::Command::new("mkfifo")
+        .arg(&path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let logger = Logger::new();
+    logger.set_instance_id("fifo-vm");
+    logger
+        .apply(LoggerSettings {
+            log_path: Some(path.clone()),
+            ..Default::default()
+        })
+        .unwrap();
+    record_to(&logger, log::Level::Info, "m", "through the pipe");
+    let mut reader = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&path)
+        .unwrap();
+    let mut buf = [0_u8; 256];
+    let n = std::io::Read::read(&mut reader, &mut buf).unwrap();
+    let text = std::str::from_utf8(&buf[..n]).unwrap();
+    assert!(text.ends_with("] through the pipe\n"), "{text}");
+    assert!(text.contains("[fifo-vm:"));
+}

@@ -11,6 +11,7 @@
 
 pub mod block;
 pub mod mmio;
+pub mod net;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod test_utils;
 

@@ -46,80 +46,88 @@ enum Slot {
 /// Firecracker's key order (`FirecrackerMetrics` in `src/vmm/src/logger/metrics.rs`).
 const SLOTS: &[Slot] = &[
     Slot::Own("api_server"),
-    Slot::Registered {
-        key: "balloon",
-        always: true,
-    },
-    Slot::Registered {
-        key: "block",
-        always: true,
-    },
+    devices("balloon"),
+    devices("block"),
     Slot::Own("deprecated_api"),
     Slot::Own("get_api_requests"),
-    Slot::Registered {
-        key: "i8042",
-        always: true,
-    },
-    Slot::Registered {
-        key: "uart",
-        always: true,
-    },
+    devices("i8042"),
+    devices("uart"),
     Slot::Own("latencies_us"),
     Slot::Own("logger"),
     Slot::Own("mmds"),
-    Slot::Registered {
-        key: "net",
-        always: true,
-    },
+    devices("net"),
     Slot::Own("patch_api_requests"),
     Slot::Own("put_api_requests"),
     Slot::Own("seccomp"),
     Slot::Own("vcpu"),
     Slot::Own("vmm"),
     Slot::Own("signals"),
-    Slot::Registered {
-        key: "vsock",
-        always: true,
-    },
-    Slot::Registered {
-        key: "entropy",
-        always: true,
-    },
-    Slot::Registered {
-        key: "pmem",
-        always: true,
-    },
+    devices("vsock"),
+    devices("entropy"),
+    devices("pmem"),
     Slot::Registered {
         key: "vhost_user",
         always: false,
+        aggregate: false,
     },
     Slot::Own("interrupts"),
-    Slot::Registered {
-        key: "memory_hotplug",
-        always: true,
-    },
+    devices("memory_hotplug"),
 ];
+
+/// A slot Firecracker always prints, aggregating its per-device groups.
+const fn devices(key: &'static str) -> Slot {
+    Slot::Registered {
+        key,
+        always: true,
+        aggregate: true,
+    }
+}
 
 type Entry = (String, Arc<dyn MetricGroup>);
 
-static REGISTRY: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
+/// Registered groups by key, in registration order.
+#[derive(Default)]
+pub(crate) struct Registry(Mutex<Vec<Entry>>);
 
-/// Add (or replace) the group printed under `key`.
-pub fn register_group(key: impl Into<String>, group: Arc<dyn MetricGroup>) {
-    let key = key.into();
-    let mut registry = REGISTRY.lock().unwrap_or_else(PoisonError::into_inner);
-    match registry.iter_mut().find(|(k, _)| *k == key) {
-        Some(entry) => entry.1 = group,
-        None => registry.push((key, group)),
+impl Registry {
+    /// An empty registry.
+    pub(crate) const fn new() -> Self {
+        Self(Mutex::new(Vec::new()))
     }
+
+    fn entries(&self) -> std::sync::MutexGuard<'_, Vec<Entry>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Add (or replace) the group printed under `key`.
+    pub(crate) fn register(&self, key: String, group: Arc<dyn MetricGroup>) {
+        let mut entries = self.entries();
+        match entries.iter_mut().find(|(k, _)| *k == key) {
+            Some(entry) => entry.1 = group,
+            None => entries.push((key, group)),
+        }
+    }
+
+    /// Remove the group under `key`; false if there was none.
+    pub(crate) fn unregister(&self, key: &str) -> bool {
+        let mut entries = self.entries();
+        let before = entries.len();
+        entries.retain(|(k, _)| k != key);
+        entries.len() != before
+    }
+}
+
+/// The process-wide registry behind [`register_group`].
+pub(crate) static REGISTRY: Registry = Registry::new();
+
+/// Add (or replace) the group printed under `key` in every metrics line.
+pub fn register_group(key: impl Into<String>, group: Arc<dyn MetricGroup>) {
+    REGISTRY.register(key.into(), group);
 }
 
 /// Stop printing the group under `key` (e.g. a removed device); false if none was.
 pub fn unregister_group(key: &str) -> bool {
-    let mut registry = REGISTRY.lock().unwrap_or_else(PoisonError::into_inner);
-    let before = registry.len();
-    registry.retain(|(k, _)| k != key);
-    registry.len() != before
+    REGISTRY.unregister(key)
 }
 
 fn in_slot(key: &str, slot: &str) -> bool {
@@ -216,11 +224,12 @@ fn group_json(group: &dyn MetricGroup) -> Result<Vec<u8>, serde_json::Error> {
 ///
 /// # Errors
 /// A group failed to serialise.
-pub(crate) fn render_line(own: &SquibMetrics, utc_ms: u64) -> Result<Vec<u8>, serde_json::Error> {
-    let entries: Vec<Entry> = REGISTRY
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .clone();
+pub(crate) fn render_line(
+    own: &SquibMetrics,
+    registry: &Registry,
+    utc_ms: u64,
+) -> Result<Vec<u8>, serde_json::Error> {
+    let entries: Vec<Entry> = registry.entries().clone();
     let mut out = Vec::with_capacity(8192);
     out.extend_from_slice(format!("{{\"utc_timestamp_ms\":{utc_ms}").as_bytes());
     for slot in SLOTS {

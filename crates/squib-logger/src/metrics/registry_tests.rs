@@ -55,8 +55,9 @@ fn keys_in_order(line: &[u8]) -> Vec<String> {
 
 #[test]
 fn line_has_firecracker_keys_in_order() {
+    let reg = Registry::new();
     let own = SquibMetrics::new();
-    let line = render_line(&own, 1_700_000_000_123).unwrap();
+    let line = render_line(&own, &reg, 1_700_000_000_123).unwrap();
     let keys = keys_in_order(&line);
     let expected: Vec<&str> = FIRECRACKER_KEYS.to_vec();
     let fc_keys: Vec<&str> = keys
@@ -75,27 +76,31 @@ fn line_has_firecracker_keys_in_order() {
 
 #[test]
 fn counters_report_deltas_between_lines() {
+    let reg = Registry::new();
     let own = SquibMetrics::new();
     own.vcpu.exit_mmio_write.add(3);
     own.get_api_requests.instance_info_count.inc();
-    let first: serde_json::Value = serde_json::from_slice(&render_line(&own, 1).unwrap()).unwrap();
+    let first: serde_json::Value =
+        serde_json::from_slice(&render_line(&own, &reg, 1).unwrap()).unwrap();
     assert_eq!(first["vcpu"]["exit_mmio_write"], 3);
     assert_eq!(first["get_api_requests"]["instance_info_count"], 1);
     own.vcpu.exit_mmio_write.inc();
-    let second: serde_json::Value = serde_json::from_slice(&render_line(&own, 2).unwrap()).unwrap();
+    let second: serde_json::Value =
+        serde_json::from_slice(&render_line(&own, &reg, 2).unwrap()).unwrap();
     assert_eq!(second["vcpu"]["exit_mmio_write"], 1);
     assert_eq!(second["get_api_requests"]["instance_info_count"], 0);
 }
 
 #[test]
 fn registered_device_groups_sit_in_their_slot() {
+    let reg = Registry::new();
     let shape = Arc::new(DeviceMetrics::default());
     let eth0 = Arc::new(DeviceMetrics::default());
-    register_group("net_tst_eth0", eth0.clone());
-    register_group("net", shape.clone());
-    register_group("zz_tst_unknown", Arc::new(DeviceMetrics::default()));
+    reg.register("net_tst_eth0".into(), eth0.clone());
+    reg.register("net".into(), shape.clone());
+    reg.register("zz_tst_unknown".into(), Arc::new(DeviceMetrics::default()));
     eth0.read_bytes.add(512);
-    let line = render_line(&SquibMetrics::new(), 5).unwrap();
+    let line = render_line(&SquibMetrics::new(), &reg, 5).unwrap();
     let keys = keys_in_order(&line);
     let pos = |k: &str| keys.iter().position(|x| x == k).unwrap();
     assert!(pos("mmds") < pos("net_tst_eth0"));
@@ -109,24 +114,25 @@ fn registered_device_groups_sit_in_their_slot() {
         "aggregate sums devices"
     );
     assert_eq!(value["net"]["write_count"], 0);
-    assert!(unregister_group("net_tst_eth0"));
-    assert!(unregister_group("zz_tst_unknown"));
-    assert!(!unregister_group("zz_tst_unknown"));
-    let line = render_line(&SquibMetrics::new(), 6).unwrap();
+    assert!(reg.unregister("net_tst_eth0"));
+    assert!(reg.unregister("zz_tst_unknown"));
+    assert!(!reg.unregister("zz_tst_unknown"));
+    let line = render_line(&SquibMetrics::new(), &reg, 6).unwrap();
     assert!(!keys_in_order(&line).contains(&"net_tst_eth0".to_string()));
 }
 
 #[test]
 fn aggregate_sums_device_deltas_without_a_registered_shape() {
+    let reg = Registry::new();
     let a = Arc::new(DeviceMetrics::default());
     let b = Arc::new(DeviceMetrics::default());
-    register_group("entropy_tst_a", a.clone());
-    register_group("entropy_tst_b", b.clone());
+    reg.register("entropy_tst_a".into(), a.clone());
+    reg.register("entropy_tst_b".into(), b.clone());
     a.write_count.add(2);
     b.write_count.add(3);
     b.read_bytes.add(7);
     let value: serde_json::Value =
-        serde_json::from_slice(&render_line(&SquibMetrics::new(), 1).unwrap()).unwrap();
+        serde_json::from_slice(&render_line(&SquibMetrics::new(), &reg, 1).unwrap()).unwrap();
     assert_eq!(
         value["entropy"],
         serde_json::json!({"read_bytes": 7, "write_count": 5})
@@ -135,19 +141,20 @@ fn aggregate_sums_device_deltas_without_a_registered_shape() {
     // The next line reports only what happened since.
     a.write_count.inc();
     let value: serde_json::Value =
-        serde_json::from_slice(&render_line(&SquibMetrics::new(), 2).unwrap()).unwrap();
+        serde_json::from_slice(&render_line(&SquibMetrics::new(), &reg, 2).unwrap()).unwrap();
     assert_eq!(
         value["entropy"],
         serde_json::json!({"read_bytes": 0, "write_count": 1})
     );
-    unregister_group("entropy_tst_a");
-    unregister_group("entropy_tst_b");
+    reg.unregister("entropy_tst_a");
+    reg.unregister("entropy_tst_b");
 }
 
 #[test]
 fn unregistered_always_printed_group_is_an_empty_object() {
+    let reg = Registry::new();
     let value: serde_json::Value =
-        serde_json::from_slice(&render_line(&SquibMetrics::new(), 1).unwrap()).unwrap();
+        serde_json::from_slice(&render_line(&SquibMetrics::new(), &reg, 1).unwrap()).unwrap();
     assert_eq!(value["memory_hotplug"], serde_json::json!({}));
     assert!(
         value.get("vhost_user").is_none(),
@@ -218,4 +225,12 @@ fn unopenable_path_leaves_writer_uninitialised() {
     let err = writer.init(Path::new("/nonexistent-dir/m")).unwrap_err();
     assert!(matches!(err, MetricsError::Open(_)));
     assert!(!writer.is_initialized());
+}
+
+#[test]
+fn public_registration_replaces_and_removes_by_key() {
+    register_group("zz_tst_public", Arc::new(DeviceMetrics::default()));
+    register_group("zz_tst_public", Arc::new(DeviceMetrics::default()));
+    assert!(unregister_group("zz_tst_public"));
+    assert!(!unregister_group("zz_tst_public"));
 }

@@ -82,7 +82,8 @@ impl MetricsWriter {
         let Some(dest) = self.dest.get() else {
             return Ok(false);
         };
-        let mut line = registry::render_line(metrics, crate::time::utc_ms()).map_err(|e| {
+        let mut line = registry::render_line(metrics, &registry::REGISTRY, crate::time::utc_ms())
+            .map_err(|e| {
             METRICS.logger.metrics_fails.inc();
             MetricsError::Serde(e)
         })?;
