@@ -228,14 +228,13 @@ unsafe fn read_siginfo(info: *const siginfo_t) -> (c_int, c_int, c_int) {
     }
     // The kernel's `_sigsys` member of the union that starts after the three leading ints
     // (and padding to pointer alignment): `{ void *_call_addr; int _syscall; unsigned _arch; }`.
-    let union_offset = (3 * std::mem::size_of::<c_int>())
-        .next_multiple_of(std::mem::align_of::<*const c_void>());
+    let union_offset =
+        (3 * std::mem::size_of::<c_int>()).next_multiple_of(std::mem::align_of::<*const c_void>());
     let syscall_offset = union_offset + std::mem::size_of::<*const c_void>();
     // SAFETY: for a seccomp SIGSYS the kernel fills `_sigsys`; the offset is inside the
     // 128-byte `siginfo_t`, and `read_unaligned` needs no alignment.
-    let syscall = unsafe {
-        std::ptr::read_unaligned(info.cast::<u8>().add(syscall_offset).cast::<c_int>())
-    };
+    let syscall =
+        unsafe { std::ptr::read_unaligned(info.cast::<u8>().add(syscall_offset).cast::<c_int>()) };
     (signo, code, syscall)
 }
 

@@ -7,6 +7,8 @@
 //! - [`vstate`]: the KVM VM and the vCPU threads.
 //! - [`device_manager`]: buses, slots and interrupt routes for the devices.
 //! - [`vmm`]: the event loop on the main thread and the exit decision.
+//! - [`net`], [`mmds_interceptor`]: network interfaces (TAP at PUT time, device at boot)
+//!   and the MMDS endpoint each one can carry.
 //! - [`config_file`]: `--config-file` and `--metadata` through the same dispatch as the API.
 #![warn(missing_docs)]
 
@@ -19,6 +21,8 @@ pub mod exit_code;
 mod handlers;
 mod logging;
 mod metrics;
+pub mod mmds_interceptor;
+pub mod net;
 mod rate_limiter;
 pub mod resources;
 pub mod vmm;

@@ -2,8 +2,9 @@
 //! `InstanceStart` builds from. Every PUT/PATCH lands here; `GET /vm/config` reads it back.
 //!
 //! Inputs are already validated by `squib-api`; this store adds the checks that need I/O
-//! (opening the kernel, initrd and drive files, as Firecracker does at PUT time) or other
-//! resources (one root device, memory vs. balloon size).
+//! (opening the kernel, initrd and drive files and the network interfaces' TAPs, as
+//! Firecracker does at PUT time) or other resources (one root device, unique guest MACs,
+//! memory vs. balloon size). It also holds the MMDS document the net devices' endpoints read.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -14,7 +15,10 @@ use squib_api::schemas::{
     SerialConfig, VsockConfig,
 };
 use squib_devices::virtio::block::{Block, BlockConfig, BlockError, CacheMode};
+use squib_devices::virtio::net::NetError;
 
+use crate::mmds_interceptor::SharedMmdsStore;
+use crate::net::NetInterface;
 use crate::rate_limiter::build_rate_limiter;
 
 /// Firecracker's default kernel command line when `boot_args` is absent (facts §4).
@@ -44,6 +48,12 @@ pub enum ResourceError {
         "Drive {0} has no path_on_host: vhost-user block devices are not supported by squib yet"
     )]
     NoBackingFile(String),
+    /// Another interface already offers this guest MAC.
+    #[error("The MAC address is already in use: {0}")]
+    GuestMacInUse(String),
+    /// The TAP cannot be opened, or the device built on it.
+    #[error("Could not create the network device: {0}")]
+    Net(#[from] NetError),
 }
 
 /// The boot source and its opened files.
@@ -115,8 +125,10 @@ pub struct VmResources {
     boot_source: Option<BootSource>,
     drives: Vec<Drive>,
     serial: Option<SerialConfig>,
-    /// Network interfaces (not built yet: InstanceStart refuses them).
-    pub net: Vec<NetworkInterfaceConfig>,
+    /// Network interfaces with their open TAPs, in the order they were added.
+    net: Vec<NetInterface>,
+    /// The MMDS document (shared with the API handlers and the net devices).
+    mmds_store: SharedMmdsStore,
     /// vsock (not built yet).
     pub vsock: Option<VsockConfig>,
     /// Balloon (not built yet).
@@ -266,13 +278,67 @@ impl VmResources {
         self.serial = Some(config);
     }
 
+    /// Add or replace a network interface, opening its TAP now as Firecracker does. A
+    /// re-PUT naming the TAP the interface already holds reuses it (a TAP opens only once).
+    ///
+    /// # Errors
+    /// [`ResourceError::GuestMacInUse`], or [`ResourceError::Net`] naming the TAP and the
+    /// OS error; the store is unchanged on error.
+    pub fn put_network(&mut self, config: NetworkInterfaceConfig) -> Result<(), ResourceError> {
+        if let Some(mac) = &config.guest_mac {
+            let taken = self.net.iter().any(|n| {
+                n.config.iface_id != config.iface_id && n.config.guest_mac.as_ref() == Some(mac)
+            });
+            if taken {
+                return Err(ResourceError::GuestMacInUse(mac.to_string()));
+            }
+        }
+        let existing = self
+            .net
+            .iter()
+            .position(|n| n.config.iface_id == config.iface_id);
+        let same_tap = existing
+            .filter(|&i| self.net[i].config.host_dev_name == config.host_dev_name)
+            .and_then(|i| self.net[i].take_tap());
+        let iface = match same_tap {
+            Some(tap) => NetInterface::with_tap(config, tap),
+            None => NetInterface::open(config)?,
+        };
+        match existing {
+            Some(i) => self.net[i] = iface,
+            None => self.net.push(iface),
+        }
+        Ok(())
+    }
+
+    /// Network interfaces in the order they were added (the guest's eth0, eth1, ...).
+    pub fn net_interfaces(&self) -> impl Iterator<Item = &NetInterface> {
+        self.net.iter()
+    }
+
+    /// The configurations of every network interface (`GET /vm/config`).
+    #[must_use]
+    pub fn net_configs(&self) -> Vec<NetworkInterfaceConfig> {
+        self.net.iter().map(|n| n.config.clone()).collect()
+    }
+
+    /// The MMDS document every interface's endpoint reads.
+    #[must_use]
+    pub fn mmds_store(&self) -> &SharedMmdsStore {
+        &self.mmds_store
+    }
+
+    /// Use `store` (the VMM's, sized by `--mmds-size-limit`) as the MMDS document.
+    pub fn set_mmds_store(&mut self, store: SharedMmdsStore) {
+        self.mmds_store = store;
+    }
+
     /// Refuse, naming it, any configured device squib cannot build yet.
     ///
     /// # Errors
     /// [`ResourceError::NotSupported`] for the first such device.
     pub fn check_buildable(&self) -> Result<(), ResourceError> {
         let unsupported = [
-            (!self.net.is_empty(), "virtio-net (network interfaces)"),
             (self.vsock.is_some(), "virtio-vsock"),
             (self.balloon.is_some(), "virtio-balloon"),
             (self.entropy.is_some(), "virtio-rng (entropy device)"),

@@ -7,11 +7,11 @@ use std::time::Duration;
 use event_manager::{EventManager, SubscriberOps};
 use squib_api::channel::ApiReceiver;
 use squib_api::mirror::{StateMirror, VmState};
-use squib_mmds::data_store::MmdsStore;
 
 use crate::builder::{RunningVm, Subscriber};
 use crate::control::{ControlEvents, ControlFlags};
 use crate::exit_code::FcExitCode;
+use crate::mmds_interceptor::SharedMmdsStore;
 use crate::resources::VmResources;
 use crate::vstate::vcpu::{StopNotifier, StopReason};
 
@@ -53,7 +53,8 @@ fn register_legacy_metrics() {
 pub struct Vmm {
     pub(crate) options: VmmOptions,
     pub(crate) resources: VmResources,
-    pub(crate) mmds: MmdsStore,
+    /// The MMDS document; the resource store holds the same one for the net devices.
+    pub(crate) mmds: SharedMmdsStore,
     pub(crate) mirror: Arc<StateMirror>,
     pub(crate) events: EventManager<Subscriber>,
     pub(crate) control: Arc<Mutex<ControlEvents>>,
@@ -84,10 +85,13 @@ impl Vmm {
         let stop = StopNotifier::new(control.vcpu_stop.clone());
         let control = Arc::new(Mutex::new(control));
         events.add_subscriber(control.clone() as Subscriber);
+        let mmds = SharedMmdsStore::new(options.mmds_size_limit);
+        let mut resources = VmResources::default();
+        resources.set_mmds_store(mmds.clone());
         Ok(Self {
-            mmds: MmdsStore::new(options.mmds_size_limit),
+            mmds,
             options,
-            resources: VmResources::default(),
+            resources,
             mirror,
             events,
             control,

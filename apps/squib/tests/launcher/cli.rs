@@ -80,7 +80,8 @@ fn socket_path_in_use_fails_with_firecrackers_message() {
         run.stderr
     );
     assert!(
-        run.stdout.contains("Firecracker exiting with error. exit_code=1"),
+        run.stdout
+            .contains("Firecracker exiting with error. exit_code=1"),
         "stdout: {}",
         run.stdout
     );

@@ -51,8 +51,11 @@ async fn boot_with_fctools(kit: &GuestKit) {
     let squib = PathBuf::from(env!("CARGO_BIN_EXE_squib"));
     // Only the firecracker path is used without a jailer.
     let installation = VmmInstallation::new(squib.clone(), squib.clone(), squib);
-    let mut resources =
-        ResourceSystem::new(DirectProcessSpawner, TokioRuntime, VmmOwnershipModel::Shared);
+    let mut resources = ResourceSystem::new(
+        DirectProcessSpawner,
+        TokioRuntime,
+        VmmOwnershipModel::Shared,
+    );
     let file = ResourceType::Created(CreatedResourceType::File);
     let log = resources.create_resource(dir.path().join("fc.log"), file);
     let metrics = resources.create_resource(dir.path().join("fc.metrics"), file);
@@ -76,13 +79,6 @@ async fn boot_with_fctools(kit: &GuestKit) {
     check_api_as_seen_by_fctools(&mut vm).await;
     wait_until_exited(&mut vm, &console).await;
 
-    let lines = console.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    assert!(
-        lines.iter().any(|l| l.contains(READY_MARKER)),
-        "the guest never got ready:\n{}",
-        lines.join("\n")
-    );
-    assert!(lines.iter().any(|l| l.contains("SQUIB nproc=1")), "guest facts missing");
     let log = log_lines(&dir.path().join("fc.log"));
     assert_in_order(
         &log,
@@ -95,6 +91,16 @@ async fn boot_with_fctools(kit: &GuestKit) {
     );
     let metrics = metrics_lines(&dir.path().join("fc.metrics"));
     assert!(metrics.len() >= 2, "metrics lines: {metrics:?}");
+    let lines = console.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    assert!(
+        lines.iter().any(|l| l.contains(READY_MARKER)),
+        "the guest never got ready:\n{}",
+        lines.join("\n")
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("SQUIB nproc=1")),
+        "guest facts missing"
+    );
     vm.cleanup().await.expect("fctools cleans up");
 }
 
@@ -159,7 +165,10 @@ async fn check_api_as_seen_by_fctools(vm: &mut SquibVm) {
         .await
         .expect("GET /version through fctools");
     assert!(
-        version.split('.').next().is_some_and(|major| major.parse::<u32>().is_ok()),
+        version
+            .split('.')
+            .next()
+            .is_some_and(|major| major.parse::<u32>().is_ok()),
         "firecracker_version {version:?}"
     );
     let info = vm.get_info().await.expect("GET / through fctools");

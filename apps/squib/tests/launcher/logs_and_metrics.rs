@@ -12,7 +12,8 @@ use crate::support::{
 };
 
 const LOG_TIMEOUT: Duration = Duration::from_secs(20);
-const NOT_BEFORE_BOOT: &str = "The requested operation is not supported before starting the microVM.";
+const NOT_BEFORE_BOOT: &str =
+    "The requested operation is not supported before starting the microVM.";
 const METRICS_TWICE: &str = "Reinitialization of metrics not allowed.";
 
 #[test]
@@ -75,7 +76,11 @@ fn assert_prefix(line: &str, id: &str) {
         split_log_line(line).unwrap_or_else(|| panic!("{line:?} is not a Firecracker log line"));
     assert_timestamp(timestamp);
     assert!(!message.is_empty(), "empty message in {line:?}");
-    assert_eq!(fields.len(), 5, "id:thread:LEVEL:file:line expected in {line:?}");
+    assert_eq!(
+        fields.len(),
+        5,
+        "id:thread:LEVEL:file:line expected in {line:?}"
+    );
     assert_eq!(fields[0], id, "{line:?}");
     assert!(
         ["main", "fc_api"].contains(&fields[1]) || fields[1].starts_with("fc_vcpu"),
@@ -87,8 +92,16 @@ fn assert_prefix(line: &str, id: &str) {
         "level {:?} in {line:?}",
         fields[2]
     );
-    assert!(fields[3].ends_with(".rs"), "file {:?} in {line:?}", fields[3]);
-    assert!(fields[4].parse::<u32>().is_ok(), "line {:?} in {line:?}", fields[4]);
+    assert!(
+        fields[3].ends_with(".rs"),
+        "file {:?} in {line:?}",
+        fields[3]
+    );
+    assert!(
+        fields[4].parse::<u32>().is_ok(),
+        "line {:?} in {line:?}",
+        fields[4]
+    );
 }
 
 #[test]
@@ -96,10 +109,14 @@ fn metrics_set_once_and_flush_refused_before_boot() {
     let dir = workdir();
     let first = arg_path(dir.path(), "metrics.ndjson");
     let squib = Squib::with_api("metrics-once", &[]);
-    let (status, body) = squib.api().put("/metrics", &json!({ "metrics_path": first }));
+    let (status, body) = squib
+        .api()
+        .put("/metrics", &json!({ "metrics_path": first }));
     assert_eq!(status, 204, "first PUT /metrics: {body}");
     let second = arg_path(dir.path(), "again.ndjson");
-    let (status, body) = squib.api().put("/metrics", &json!({ "metrics_path": second }));
+    let (status, body) = squib
+        .api()
+        .put("/metrics", &json!({ "metrics_path": second }));
     assert_eq!(status, 400, "second PUT /metrics: {body}");
     assert_fault_contains(&body, METRICS_TWICE);
     let (status, body) = squib
@@ -107,7 +124,10 @@ fn metrics_set_once_and_flush_refused_before_boot() {
         .put("/actions", &json!({ "action_type": "FlushMetrics" }));
     assert_eq!(status, 400, "FlushMetrics before boot: {body}");
     assert_eq!(json(&body)["fault_message"], NOT_BEFORE_BOOT);
-    assert!(std::path::Path::new(&first).exists(), "PUT /metrics creates the file");
+    assert!(
+        std::path::Path::new(&first).exists(),
+        "PUT /metrics creates the file"
+    );
 }
 
 #[test]
@@ -115,13 +135,21 @@ fn metrics_path_flag_then_put_metrics_is_refused() {
     let dir = workdir();
     let path = arg_path(dir.path(), "metrics.ndjson");
     let squib = Squib::with_api("metrics-flag", &["--metrics-path", &path]);
-    let (status, body) = squib.api().put("/metrics", &json!({ "metrics_path": path }));
+    let (status, body) = squib
+        .api()
+        .put("/metrics", &json!({ "metrics_path": path }));
     assert_eq!(status, 400, "PUT /metrics after --metrics-path: {body}");
     assert_fault_contains(&body, METRICS_TWICE);
 }
 
 /// Firecracker wraps this error's text in its own prefixes: clients match the text itself.
 fn assert_fault_contains(body: &str, text: &str) {
-    let fault = json(body)["fault_message"].as_str().unwrap_or_default().to_owned();
-    assert!(fault.contains(text), "fault_message {fault:?} lacks {text:?}");
+    let fault = json(body)["fault_message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        fault.contains(text),
+        "fault_message {fault:?} lacks {text:?}"
+    );
 }

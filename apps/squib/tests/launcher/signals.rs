@@ -57,7 +57,9 @@ fn sighup_exits_156_with_log_lines_and_a_last_metrics_line() {
         ],
     );
     let written = metrics_lines(&metrics);
-    let last = written.last().expect("a metrics line written at the signal");
+    let last = written
+        .last()
+        .expect("a metrics line written at the signal");
     assert_firecracker_keys(last);
     assert_eq!(last["signals"]["sighup"], 1, "{last}");
     let pipes: u64 = written
@@ -72,7 +74,10 @@ fn sighup_exits_156_with_log_lines_and_a_last_metrics_line() {
 fn api_requests_are_counted_by_route_in_the_metrics() {
     let dir = workdir();
     let metrics = dir.path().join("metrics.ndjson");
-    let args = ["--metrics-path".to_owned(), arg_path(dir.path(), "metrics.ndjson")];
+    let args = [
+        "--metrics-path".to_owned(),
+        arg_path(dir.path(), "metrics.ndjson"),
+    ];
     let mut squib = Launched::start(dir, "api-counters", &args);
     let machine = serde_json::json!({ "vcpu_count": 1, "mem_size_mib": 128 });
     assert_eq!(squib.request("PUT", "/machine-config", Some(&machine)), 204);
@@ -86,6 +91,10 @@ fn api_requests_are_counted_by_route_in_the_metrics() {
         ("get_api_requests", "vmm_version_count"),
         ("get_api_requests", "instance_info_count"),
     ] {
-        assert_eq!(metric_sum(&lines, group, key), 1, "{group}.{key}: {lines:?}");
+        assert_eq!(
+            metric_sum(&lines, group, key),
+            1,
+            "{group}.{key}: {lines:?}"
+        );
     }
 }

@@ -2,9 +2,9 @@
 //! exit with a timeout, keep a raw child to send it signals, read the log file and the
 //! metrics file, and the metric keys Firecracker writes (facts §2 "Metrics").
 
+use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::ExitStatusExt;
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
@@ -118,7 +118,9 @@ impl Launched {
     /// Sends one request (`Connection: close`) and returns the reply's status code.
     pub fn request(&self, method: &str, path: &str, body: Option<&serde_json::Value>) -> u16 {
         let mut stream = UnixStream::connect(&self.sock).expect("connect to the API socket");
-        stream.set_read_timeout(Some(QUICK)).expect("set a read timeout");
+        stream
+            .set_read_timeout(Some(QUICK))
+            .expect("set a read timeout");
         let body = body.map(ToString::to_string).unwrap_or_default();
         let head = format!(
             "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
@@ -234,17 +236,17 @@ pub fn metrics_lines(path: &Path) -> Vec<serde_json::Value> {
 pub fn assert_firecracker_keys(line: &serde_json::Value) {
     let object = line.as_object().expect("a metrics line is a JSON object");
     for key in FC_METRIC_KEYS {
-        assert!(object.contains_key(key), "metrics line lacks {key:?}: {line}");
+        assert!(
+            object.contains_key(key),
+            "metrics line lacks {key:?}: {line}"
+        );
     }
     assert!(line["utc_timestamp_ms"].as_u64().is_some_and(|ms| ms > 0));
 }
 
 /// Sum of `group.key` over all lines (counters report the increase since the last line).
 pub fn metric_sum(lines: &[serde_json::Value], group: &str, key: &str) -> u64 {
-    lines
-        .iter()
-        .filter_map(|l| l[group][key].as_u64())
-        .sum()
+    lines.iter().filter_map(|l| l[group][key].as_u64()).sum()
 }
 
 /// Splits a Firecracker log line into its bracketed prefix fields and its message:

@@ -22,11 +22,13 @@ use squib_arch::regs::{setup_boot_vcpu_state, setup_fpu_and_msrs, setup_lapic};
 use squib_devices::legacy::boot_timer::{BootTimer, TimestampUs};
 use squib_devices::legacy::serial::{SerialDevice, SerialInput};
 use squib_devices::virtio::block::Block;
+use squib_devices::virtio::net::Net;
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::device_manager::{DeviceManager, LegacyDevices, SharedI8042, SharedSerial};
-use crate::resources::VmResources;
+use crate::net::MmdsShared;
+use crate::resources::{ResourceError, VmResources};
 use crate::vstate::vcpu::{StopNotifier, VcpuHandle, VcpuRunner};
 use crate::vstate::vm::Vm;
 
@@ -62,6 +64,8 @@ pub struct RunningVm {
     pub legacy: LegacyDevices,
     /// Block devices by drive id, in attach order.
     pub blocks: Vec<AttachedBlock>,
+    /// Network devices by interface id, in attach order.
+    pub nets: Vec<AttachedNet>,
     /// The kernel command line the guest got.
     pub cmdline: String,
 }
@@ -109,6 +113,7 @@ pub fn build_microvm(
         &mut subscribers,
     )?;
     let blocks = attach_blocks(&mut devices, &vm, &mem, resources, &mut subscribers)?;
+    let nets = attach_nets(&mut devices, &vm, &mem, resources, &mut subscribers)?;
 
     let cmdline = build_cmdline(resources, &devices)?;
     setup_mptable(&mem, machine.vcpu_count)?;
@@ -165,6 +170,7 @@ pub fn build_microvm(
             boot_timer,
         },
         blocks,
+        nets,
         cmdline,
     })
 }
@@ -221,6 +227,38 @@ fn attach_blocks(
         blocks.push((drive_id.to_owned(), block));
     }
     Ok(blocks)
+}
+
+/// A network device shared by its MMIO transport and the event loop, with its interface id.
+pub type AttachedNet = (String, Arc<Mutex<Net>>);
+
+/// One virtio-net device per interface, after the drives (Firecracker's order), each with an
+/// MMDS endpoint when `PUT /mmds/config` listed it. One token authority serves them all.
+fn attach_nets(
+    devices: &mut DeviceManager,
+    vm: &Vm,
+    mem: &GuestMemoryMmap,
+    resources: &VmResources,
+    subscribers: &mut Vec<Subscriber>,
+) -> Result<Vec<AttachedNet>, StartMicrovmError> {
+    let mmds = resources
+        .mmds_config
+        .clone()
+        .map(|config| MmdsShared::new(config, resources.mmds_store().clone()));
+    let mut nets = Vec::new();
+    for iface in resources.net_interfaces() {
+        let mut net = iface.build_net().map_err(ResourceError::Net)?;
+        let iface_id = iface.config.iface_id.as_str();
+        if let Some(interceptor) = mmds.as_ref().and_then(|m| m.interceptor_for(iface_id)) {
+            net.set_interceptor(Some(Box::new(interceptor)));
+        }
+        squib_logger::metrics::register_group(format!("net_{iface_id}"), net.metrics());
+        let net = Arc::new(Mutex::new(net));
+        devices.attach_virtio(vm, mem, net.clone())?;
+        subscribers.push(net.clone());
+        nets.push((iface_id.to_owned(), net));
+    }
+    Ok(nets)
 }
 
 /// The user's `boot_args` (or Firecracker's default) plus what Firecracker appends.

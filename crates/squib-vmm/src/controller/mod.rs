@@ -127,10 +127,7 @@ impl Vmm {
             A::DeleteDrive { .. } | A::DeleteNetwork { .. } | A::DeletePmem { .. } => {
                 ApiResponse::fault("Device hot-unplug error: PCI is not enabled.")
             }
-            A::PatchNetwork(patch) => ApiResponse::fault(format!(
-                "Network interface update error: no network interface with id {}.",
-                patch.iface_id.as_str()
-            )),
+            A::PatchNetwork(patch) => self.patch_network(&patch),
             A::PatchPmem(_) => ApiResponse::fault("Pmem update error: no pmem device found."),
             A::PatchBalloon(_) | A::PatchBalloonStats(_) | A::PatchBalloonHinting { .. } => {
                 ApiResponse::fault("Balloon config error: No balloon device found.")

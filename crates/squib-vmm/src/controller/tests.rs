@@ -207,3 +207,97 @@ fn configured_devices_squib_cannot_build_make_instance_start_name_them() {
         "Start microvm error: virtio-rng (entropy device) is not supported by squib yet"
     );
 }
+
+/// A network interface parsed the way the API thread parses `PUT /network-interfaces/{id}`.
+fn network(body: &serde_json::Value) -> squib_api::schemas::NetworkInterfaceConfig {
+    let id = body["iface_id"].as_str().unwrap();
+    let bytes = serde_json::to_vec(body).unwrap();
+    match squib_api::routes::parse_request("PUT", &format!("/network-interfaces/{id}"), &bytes) {
+        Ok(squib_api::routes::Parsed::Action {
+            action: ApiAction::PutNetwork(config),
+            ..
+        }) => config,
+        other => panic!("PUT /network-interfaces/{id} did not parse: {other:?}"),
+    }
+}
+
+/// A TAP name unique to this test process (TUNSETIFF creates it; it goes with the last fd).
+fn tap_name(tag: &str) -> String {
+    format!("sqv{tag}{}", std::process::id() % 100_000)
+}
+
+#[test]
+fn a_tap_that_cannot_be_opened_is_refused_at_put_naming_it() {
+    let mut vmm = vmm();
+    // `lo` exists and is not a TAP: TUNSETIFF refuses it even for root.
+    let config = network(&json!({"iface_id": "eth0", "host_dev_name": "lo"}));
+    let message = fault_of(vmm.handle_action(ApiAction::PutNetwork(config)));
+    assert!(
+        message.starts_with("Could not create the network device: Open tap device failed: lo: "),
+        "{message}"
+    );
+    assert!(message.contains("(os error "), "{message}");
+    let message = fault_of(vmm.handle_action(ApiAction::PutMmdsConfig(
+        squib_api::schemas::MmdsConfig {
+            version: squib_api::schemas::MmdsVersion::V2,
+            network_interfaces: vec!["eth0".try_into().unwrap()],
+            ipv4_address: squib_mmds::DEFAULT_IPV4_ADDR,
+            imds_compat: false,
+        },
+    )));
+    assert!(message.contains("does not correspond to any existing network interface"));
+}
+
+#[test]
+fn network_interfaces_open_their_tap_and_keep_macs_unique() {
+    let mut vmm = vmm();
+    let (tap0, tap1) = (tap_name("a"), tap_name("b"));
+    let first = network(
+        &json!({"iface_id": "eth0", "host_dev_name": tap0, "guest_mac": "06:00:AC:10:00:02"}),
+    );
+    if let ApiResponse::Fault { fault_message, .. } =
+        vmm.handle_action(ApiAction::PutNetwork(first.clone()))
+    {
+        eprintln!("skipping: cannot create a TAP here ({fault_message})");
+        return;
+    }
+    // A re-PUT naming the same TAP reuses the open one (a TAP cannot be attached twice).
+    assert_eq!(
+        vmm.handle_action(ApiAction::PutNetwork(first)),
+        ApiResponse::NoContent
+    );
+    let clash = network(
+        &json!({"iface_id": "eth1", "host_dev_name": tap1, "guest_mac": "06:00:ac:10:00:02"}),
+    );
+    assert_eq!(
+        fault_of(vmm.handle_action(ApiAction::PutNetwork(clash))),
+        "Network interface error: The MAC address is already in use: 06:00:ac:10:00:02"
+    );
+    // Another interface on the TAP eth0 holds: the kernel refuses the second attach.
+    let busy = network(&json!({"iface_id": "eth1", "host_dev_name": tap0}));
+    let message = fault_of(vmm.handle_action(ApiAction::PutNetwork(busy)));
+    assert!(
+        message.contains(&format!("Open tap device failed: {tap0}: ")),
+        "{message}"
+    );
+
+    let ApiResponse::Json(config) = vmm.handle_action(ApiAction::GetVmConfig) else {
+        panic!("GET /vm/config is JSON");
+    };
+    let ifaces = config["network-interfaces"].as_array().unwrap();
+    assert_eq!(ifaces.len(), 1);
+    assert_eq!(ifaces[0]["host_dev_name"], json!(tap0));
+    assert_eq!(ifaces[0]["guest_mac"], json!("06:00:ac:10:00:02"));
+}
+
+#[test]
+fn patch_network_is_post_boot_only() {
+    let mut vmm = vmm();
+    let patch = squib_api::schemas::NetworkPatch {
+        iface_id: "eth0".try_into().unwrap(),
+        rx_rate_limiter: None,
+        tx_rate_limiter: None,
+    };
+    let message = fault_of(vmm.handle_action(ApiAction::PatchNetwork(patch)));
+    assert_eq!(message, NOT_SUPPORTED_BEFORE_START);
+}

@@ -5,10 +5,12 @@ use squib_api::action::ApiResponse;
 use squib_api::schemas::vm_config::VmConfig;
 use squib_api::schemas::{
     BalloonConfig, DrivePatch, MachineConfig, MachineConfigPatch, NetworkInterfaceConfig,
-    PmemConfig,
+    NetworkPatch, PmemConfig,
 };
 
 use crate::controller::fault;
+use crate::net::rate_limiter_update;
+use crate::resources::ResourceError;
 use crate::vmm::Vmm;
 
 fn json_response(value: &impl serde::Serialize) -> ApiResponse {
@@ -67,7 +69,7 @@ impl Vmm {
             machine_config: r.machine_config().clone(),
             metrics: None,
             mmds_config: r.mmds_config.clone(),
-            network_interfaces: r.net.clone(),
+            network_interfaces: r.net_configs(),
             vsock: r.vsock.clone(),
             entropy: r.entropy.clone(),
             pmem: r.pmem.clone(),
@@ -84,27 +86,32 @@ impl Vmm {
         }
     }
 
-    /// `PUT /network-interfaces/{id}`: stored (the device is refused at `InstanceStart` until
-    /// virtio-net lands); the MAC must be unique across interfaces.
+    /// `PUT /network-interfaces/{id}`: the TAP is opened now; the MAC must be unique.
     pub(crate) fn put_network(&mut self, config: NetworkInterfaceConfig) -> ApiResponse {
-        if let Some(mac) = &config.guest_mac {
-            let taken = self
-                .resources
-                .net
-                .iter()
-                .any(|n| n.iface_id != config.iface_id && n.guest_mac.as_ref() == Some(mac));
-            if taken {
-                return fault(
-                    "Network interface error",
-                    format!("The MAC address is already in use: {mac}"),
-                );
-            }
+        match self.resources.put_network(config) {
+            Ok(()) => ApiResponse::NoContent,
+            Err(e @ ResourceError::GuestMacInUse(_)) => fault("Network interface error", e),
+            Err(e) => ApiResponse::fault(e.to_string()),
         }
-        let net = &mut self.resources.net;
-        match net.iter_mut().find(|n| n.iface_id == config.iface_id) {
-            Some(existing) => *existing = config,
-            None => net.push(config),
-        }
+    }
+
+    /// `PATCH /network-interfaces/{id}` after boot: replace or remove rate-limiter buckets.
+    pub(crate) fn patch_network(&mut self, patch: &NetworkPatch) -> ApiResponse {
+        let iface_id = patch.iface_id.as_str();
+        let Some((_, net)) = self
+            .running
+            .as_ref()
+            .and_then(|vm| vm.nets.iter().find(|(id, _)| id == iface_id))
+        else {
+            return ApiResponse::fault(format!(
+                "Network interface update error: no network interface with id {iface_id}."
+            ));
+        };
+        let rx = rate_limiter_update(patch.rx_rate_limiter.as_ref());
+        let tx = rate_limiter_update(patch.tx_rate_limiter.as_ref());
+        net.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .update_rate_limiters(rx, tx);
         ApiResponse::NoContent
     }
 

@@ -37,8 +37,11 @@ impl Vmm {
 
     /// `PUT /mmds/config`: every listed interface must exist.
     pub(crate) fn put_mmds_config(&mut self, config: MmdsConfig) -> ApiResponse {
-        let known =
-            |id: &squib_api::schemas::IfaceId| self.resources.net.iter().any(|n| &n.iface_id == id);
+        let known = |id: &squib_api::schemas::IfaceId| {
+            self.resources
+                .net_interfaces()
+                .any(|n| &n.config.iface_id == id)
+        };
         if !config.network_interfaces.iter().all(known) {
             return fault(
                 "MMMDS config error",
