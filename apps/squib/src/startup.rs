@@ -141,7 +141,6 @@ fn start_api_server(
         log::error!("Cannot start the API thread: {e}");
         FcExitCode::GenericError
     })?;
-    log::info!("API server started.");
     Ok(receiver)
 }
 

@@ -24,6 +24,7 @@ mod metrics;
 pub mod mmds_interceptor;
 pub mod net;
 mod rate_limiter;
+mod request_metrics;
 pub mod resources;
 pub mod vmm;
 pub mod vstate;

@@ -12,6 +12,7 @@ use crate::builder::{RunningVm, Subscriber};
 use crate::control::{ControlEvents, ControlFlags};
 use crate::exit_code::FcExitCode;
 use crate::mmds_interceptor::SharedMmdsStore;
+use crate::request_metrics::RequestCounters;
 use crate::resources::VmResources;
 use crate::vstate::vcpu::{StopNotifier, StopReason};
 
@@ -151,7 +152,10 @@ impl Vmm {
     fn serve_api(&mut self) {
         while let Some(request) = self.api.as_mut().and_then(ApiReceiver::try_recv) {
             let (action, reply) = request.into_parts();
-            reply.respond(self.handle_action(action));
+            let counters = RequestCounters::of(&action);
+            let response = self.handle_action(action);
+            counters.record(&response);
+            reply.respond(response);
             if self.exit.is_some() {
                 return;
             }

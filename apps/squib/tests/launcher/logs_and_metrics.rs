@@ -53,8 +53,6 @@ fn debug_log_has_firecrackers_format_and_lines_in_order() {
 }
 
 #[test]
-#[ignore = "squib logs `API server started.` twice: fc_api (squib-api connection.rs) and main \
-            (apps/squib/src/startup.rs start_api_server)"]
 fn api_server_started_is_logged_once_by_fc_api() {
     let dir = workdir();
     let log = dir.path().join("squib.log");

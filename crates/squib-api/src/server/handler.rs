@@ -2,6 +2,7 @@
 //! `GET /` and `GET /version` locally, otherwise send the action to the VMM and wait with the
 //! action class's timeout.
 
+use squib_logger::metrics::METRICS;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -118,9 +119,13 @@ async fn respond(state: &ServerState, method: &str, path: &str, body: &[u8]) -> 
     }
     let (action, deprecation) = match parse_request(method, path, body) {
         Ok(Parsed::InstanceInfo) => {
-            return response::json(&*state.mirror.instance_info(), Flags::default())
+            METRICS.get_api_requests.instance_info_count.inc();
+            return response::json(&*state.mirror.instance_info(), Flags::default());
         }
-        Ok(Parsed::Version) => return response::json(&version_json(), Flags::default()),
+        Ok(Parsed::Version) => {
+            METRICS.get_api_requests.vmm_version_count.inc();
+            return response::json(&version_json(), Flags::default());
+        }
         Ok(Parsed::Action {
             action,
             deprecation,
