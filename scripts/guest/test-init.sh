@@ -66,11 +66,11 @@ expect "squib.action=blk-write squib.blk_tag=abc squib.blk_ro=vdc" "SQUIB blk-ro
 expect "squib.action=blk-write squib.blk_tag=abc squib.blk_ro=vdb" "SQUIB blk-ro-write succeeded"
 expect "squib.action=blk-rate squib.blk_mib=2" \
     "SQUIB blk-time op=read bytes=2097152 centis=0" "FAKE reboot -f"
-expect "squib.action=blk-bench squib.blk_dev=vdb squib.blk_mib=1" \
+expect "squib.action=blk-bench squib.blk_dev=vdb squib.blk_mib=1 squib.blk_ops=16" \
     "SQUIB blk-time op=noop bytes=0 centis=0" \
     "SQUIB blk-time op=seq-write bytes=1048576 centis=0" \
     "SQUIB blk-time op=seq-read bytes=1048576 centis=0" \
-    "SQUIB blk-time op=read-4k bytes=1048576 centis=0" "SQUIB blk-bench done" "FAKE reboot -f"
+    "SQUIB blk-time op=read-4k bytes=65536 centis=0" "SQUIB blk-bench done" "FAKE reboot -f"
 expect "squib.action=blk-read squib.blk_dev=vdb" "SQUIB blk-read " "FAKE reboot -f"
 expect "squib.action=shell" "squib guest shell: exit it to reboot the microVM" "FAKE reboot -f"
 INT_AFTER=3 expect "squib.action=wait-ctrlaltdel" "SQUIB waiting ctrl-alt-del" "SQUIB ctrl-alt-del" \

@@ -7,15 +7,14 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use squib_api::schemas::{
     MmdsConfig, MmdsVersion as ApiMmdsVersion, NetworkInterfaceConfig, RateLimiterConfig,
-    TokenBucketConfig,
 };
-use squib_devices::rate_limiter::{BucketUpdate, RateLimiter, TokenBucket};
 use squib_devices::virtio::net::{Net, NetConfig, NetError, RateLimiterUpdate, Tap, TapIo};
 use squib_mmds::{
     GuestAccess, MmdsStack, MmdsVersion, SharedTokenAuthority, TokenAuthority, DEFAULT_MAC_ADDR,
 };
 
 use crate::mmds_interceptor::{MmdsInterceptor, SharedMmdsStore};
+use crate::rate_limiter::{bucket_update, build_rate_limiter};
 
 /// A configured network interface and the TAP opened for it.
 #[derive(Debug)]
@@ -62,8 +61,12 @@ impl NetInterface {
             Some(tap) => tap,
             None => Tap::open(&self.config.host_dev_name)?,
         };
-        let limiter =
-            |config: Option<&RateLimiterConfig>| config.map(build_rate_limiter).transpose();
+        let limiter = |config: Option<&RateLimiterConfig>| {
+            config
+                .map(build_rate_limiter)
+                .transpose()
+                .map_err(NetError::EventFd)
+        };
         let cfg = NetConfig {
             iface_id: self.config.iface_id.as_str().to_owned(),
             tap_name: self.config.host_dev_name.clone(),
@@ -74,28 +77,6 @@ impl NetInterface {
         };
         Net::with_tap(cfg, Box::new(tap) as Box<dyn TapIo>)
     }
-}
-
-/// A bucket for `config`; `None` when Firecracker treats it as disabled (size or refill 0).
-fn bucket(config: &TokenBucketConfig) -> Option<TokenBucket> {
-    TokenBucket::new(
-        config.size,
-        config.one_time_burst.unwrap_or(0),
-        config.refill_time,
-    )
-}
-
-/// PATCH semantics: an omitted bucket stays as it is, a zero one removes the limit.
-fn bucket_update(config: Option<&TokenBucketConfig>) -> BucketUpdate {
-    config.map_or(BucketUpdate::None, |c| {
-        BucketUpdate::from_config(c.size, c.one_time_burst.unwrap_or(0), c.refill_time)
-    })
-}
-
-fn build_rate_limiter(config: &RateLimiterConfig) -> Result<RateLimiter, NetError> {
-    let bandwidth = config.bandwidth.as_ref().and_then(bucket);
-    let ops = config.ops.as_ref().and_then(bucket);
-    RateLimiter::new(bandwidth, ops).map_err(NetError::EventFd)
 }
 
 /// One direction of a `PATCH /network-interfaces`: omitted means unchanged.
@@ -157,6 +138,8 @@ impl MmdsShared {
 #[cfg(test)]
 mod tests {
     use squib_api::schemas::IfaceId;
+
+    use squib_devices::rate_limiter::BucketUpdate;
 
     use super::*;
 

@@ -2,7 +2,7 @@
 
 use squib_api::schemas::{RateLimiterConfig, TokenBucketConfig};
 use squib_devices::rate_limiter::{BucketUpdate, RateLimiter, TokenBucket};
-use squib_devices::virtio::block::{Block, BlockError};
+use squib_devices::virtio::block::Block;
 
 /// A bucket for `config`; `None` when Firecracker treats it as disabled (size or refill 0).
 fn bucket(config: &TokenBucketConfig) -> Option<TokenBucket> {
@@ -14,7 +14,7 @@ fn bucket(config: &TokenBucketConfig) -> Option<TokenBucket> {
 }
 
 /// PATCH semantics: an omitted bucket stays as it is, a zero one removes the limit.
-fn bucket_update(config: Option<&TokenBucketConfig>) -> BucketUpdate {
+pub(crate) fn bucket_update(config: Option<&TokenBucketConfig>) -> BucketUpdate {
     config.map_or(BucketUpdate::None, |c| {
         BucketUpdate::from_config(c.size, c.one_time_burst.unwrap_or(0), c.refill_time)
     })
@@ -23,11 +23,11 @@ fn bucket_update(config: Option<&TokenBucketConfig>) -> BucketUpdate {
 /// The limiter a device enforces for `config`.
 ///
 /// # Errors
-/// [`BlockError::EventFd`] when the limiter's timerfd cannot be created.
-pub(crate) fn build_rate_limiter(config: &RateLimiterConfig) -> Result<RateLimiter, BlockError> {
+/// The OS error when the limiter's timerfd cannot be created.
+pub(crate) fn build_rate_limiter(config: &RateLimiterConfig) -> std::io::Result<RateLimiter> {
     let bandwidth = config.bandwidth.as_ref().and_then(bucket);
     let ops = config.ops.as_ref().and_then(bucket);
-    RateLimiter::new(bandwidth, ops).map_err(BlockError::EventFd)
+    RateLimiter::new(bandwidth, ops)
 }
 
 /// Apply a `PATCH /drives` rate limiter to a running block device.

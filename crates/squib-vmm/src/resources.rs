@@ -113,7 +113,8 @@ impl Drive {
                 .rate_limiter
                 .as_ref()
                 .map(build_rate_limiter)
-                .transpose()?,
+                .transpose()
+                .map_err(BlockError::EventFd)?,
         })
     }
 }

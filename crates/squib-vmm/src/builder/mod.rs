@@ -356,7 +356,11 @@ mod tests {
 
     use super::*;
 
-    fn cmdline_for(boot_args: &str, devices: &DeviceManager) -> String {
+    /// `build_cmdline` for a resource store whose boot source has `boot_args`.
+    fn build_cmdline_for(
+        boot_args: &str,
+        devices: &DeviceManager,
+    ) -> Result<Cmdline, StartMicrovmError> {
         let dir = tempfile::tempdir().unwrap();
         let kernel = dir.path().join("vmlinux");
         std::fs::write(&kernel, b"x").unwrap();
@@ -368,8 +372,7 @@ mod tests {
                 boot_args: Some(boot_args.to_owned()),
             })
             .unwrap();
-        let cmdline = build_cmdline(&resources, devices).unwrap();
-        cmdline.as_cstring().unwrap().into_string().unwrap()
+        build_cmdline(&resources, devices)
     }
 
     #[test]
@@ -385,7 +388,8 @@ mod tests {
             len: 0x1000,
             gsi: 6,
         });
-        let cmdline = cmdline_for("console=ttyS0 -- init_arg", &devices);
+        let cmdline = build_cmdline_for("console=ttyS0 -- init_arg", &devices).unwrap();
+        let cmdline = cmdline.as_cstring().unwrap().into_string().unwrap();
         assert!(cmdline.starts_with("console=ttyS0 pci=off "), "{cmdline}");
         assert!(
             cmdline
@@ -398,18 +402,8 @@ mod tests {
 
     #[test]
     fn an_over_long_cmdline_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let kernel = dir.path().join("vmlinux");
-        std::fs::write(&kernel, b"x").unwrap();
-        let mut resources = VmResources::default();
-        resources
-            .set_boot_source(squib_api::schemas::BootSourceConfig {
-                kernel_image_path: kernel,
-                initrd_path: None,
-                boot_args: Some("a".repeat(CMDLINE_MAX_SIZE)),
-            })
-            .unwrap();
-        let err = build_cmdline(&resources, &DeviceManager::new()).unwrap_err();
+        let long_args = "a".repeat(CMDLINE_MAX_SIZE);
+        let err = build_cmdline_for(&long_args, &DeviceManager::new()).unwrap_err();
         assert!(
             err.to_string().starts_with("Invalid kernel command line"),
             "{err}"
