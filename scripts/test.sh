@@ -37,7 +37,7 @@ if ! command -v shellcheck >/dev/null; then
     apt-get install -y -q --no-install-recommends shellcheck ||
         { apt-get update -q && apt-get install -y -q --no-install-recommends shellcheck; }
 fi
-shellcheck scripts/*.sh scripts/guest/*.sh .ci/run
+shellcheck scripts/*.sh scripts/guest/*.sh scripts/bench/*.sh .ci/run
 shellcheck -s sh scripts/guest/init
 scripts/guest/test-init.sh
 

@@ -18,7 +18,7 @@ use common::{boot_args, boot_slot, json, retry_on_pvm_crash, GuestKit, Squib, BO
 use serde_json::{json, Value};
 
 /// Time allowed from the guest's ready marker to squib's exit (I/O runs in between).
-const RUN_TIMEOUT: Duration = Duration::from_secs(300);
+const RUN_TIMEOUT: Duration = Duration::from_secs(420);
 const MIB: u64 = 1 << 20;
 
 /// A `PUT /drives/{id}` body.

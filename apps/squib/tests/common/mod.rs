@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 pub const MAX_GUESTS: usize = 2;
 /// Time a guest gets to boot to its ready marker (boots take ~45 s of a core here, more
 /// when two share the host).
-pub const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
+pub const BOOT_TIMEOUT: Duration = Duration::from_secs(420);
 /// Time the API socket gets to appear after spawning squib.
 const SOCKET_TIMEOUT: Duration = Duration::from_secs(20);
 /// Read/write timeout of one API request.

@@ -159,8 +159,6 @@ fn check_metrics(lines: &[Value]) {
 }
 
 #[test]
-#[ignore = "squib loses the guest's user-space console output when its stdin is /dev/null or \
-            at end of file (kernel printk output still arrives)"]
 fn guest_console_output_survives_a_null_stdin() {
     let Some(kit) = GuestKit::locate() else {
         return;
