@@ -11,7 +11,8 @@ use std::thread;
 use std::time::Duration;
 
 use common::{
-    assert_memtotal_consistent, boot_args, boot_slot, json, GuestKit, Squib, BOOT_TIMEOUT,
+    assert_memtotal_consistent, boot_args, boot_slot, json, retry_on_pvm_crash, GuestKit, Squib,
+    BOOT_TIMEOUT,
 };
 use serde_json::json;
 
@@ -65,34 +66,9 @@ fn tick_number(line: &str) -> u32 {
         .unwrap_or_else(|e| panic!("tick line {line:?}: {e}"))
 }
 
-/// Console text by which a boot failed inside the guest for a `kvm_pvm` reason (guest
-/// programs lose their FS base now and then there: guest-kit README), not squib's.
-const PVM_GUEST_CRASH_SIGNS: [&str; 3] = ["segfault at", "Kernel panic", "KVM_EXIT_INTERNAL_ERROR"];
-
-/// Run a boot test, and once more when the first try died of a `kvm_pvm` guest crash.
-/// On hardware KVM the retry never triggers.
-fn with_pvm_retry(test: impl Fn() + std::panic::RefUnwindSafe) {
-    let Err(panic) = std::panic::catch_unwind(&test) else {
-        return;
-    };
-    let message = panic
-        .downcast_ref::<String>()
-        .map(String::as_str)
-        .or_else(|| panic.downcast_ref::<&str>().copied())
-        .unwrap_or_default();
-    if !PVM_GUEST_CRASH_SIGNS
-        .iter()
-        .any(|sign| message.contains(sign))
-    {
-        std::panic::resume_unwind(panic);
-    }
-    eprintln!("a guest program crashed (a kvm_pvm quirk): retrying the boot once");
-    test();
-}
-
 #[test]
 fn api_boot_vmlinux_initramfs_two_vcpus_pause_resume_and_reboot() {
-    with_pvm_retry(api_boot_two_vcpus_pause_resume_and_reboot);
+    retry_on_pvm_crash(api_boot_two_vcpus_pause_resume_and_reboot);
 }
 
 fn api_boot_two_vcpus_pause_resume_and_reboot() {
@@ -154,7 +130,7 @@ fn api_boot_two_vcpus_pause_resume_and_reboot() {
 
 #[test]
 fn config_file_boot_memory_above_the_mmio_hole() {
-    with_pvm_retry(config_file_boot_above_the_hole);
+    retry_on_pvm_crash(config_file_boot_above_the_hole);
 }
 
 fn config_file_boot_above_the_hole() {
@@ -197,7 +173,7 @@ fn config_file_boot_above_the_hole() {
 /// in-guest decompression runs emulated on `kvm_pvm` (minutes), hence one small vCPU.
 #[test]
 fn api_boot_bzimage_one_vcpu() {
-    with_pvm_retry(api_boot_bzimage);
+    retry_on_pvm_crash(api_boot_bzimage);
 }
 
 fn api_boot_bzimage() {
@@ -225,7 +201,7 @@ fn api_boot_bzimage() {
 
 #[test]
 fn send_ctrl_alt_del_reboots_a_four_vcpu_guest() {
-    with_pvm_retry(send_ctrl_alt_del_reboots);
+    retry_on_pvm_crash(send_ctrl_alt_del_reboots);
 }
 
 fn send_ctrl_alt_del_reboots() {

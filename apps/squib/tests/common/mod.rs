@@ -505,23 +505,28 @@ pub fn assert_memtotal_consistent(memtotal_kib: u64, mem_mib: u64) {
 pub const PVM_GUEST_CRASH_SIGNS: [&str; 3] =
     ["segfault at", "Kernel panic", "KVM_EXIT_INTERNAL_ERROR"];
 
-/// Runs a boot test, and once more when the first try died of a `kvm_pvm` guest crash (its
-/// panic message holds one of [`PVM_GUEST_CRASH_SIGNS`]). On hardware KVM it never retries.
+/// Runs a boot test again, up to twice, when a try died of a `kvm_pvm` guest crash (its panic
+/// message holds one of [`PVM_GUEST_CRASH_SIGNS`]; more likely with more vCPUs). On hardware
+/// KVM it never retries.
 pub fn retry_on_pvm_crash(test: impl Fn() + std::panic::RefUnwindSafe) {
-    let Err(panic) = std::panic::catch_unwind(&test) else {
-        return;
-    };
-    let message = panic
-        .downcast_ref::<String>()
-        .map(String::as_str)
-        .or_else(|| panic.downcast_ref::<&str>().copied())
-        .unwrap_or_default();
-    if !PVM_GUEST_CRASH_SIGNS
-        .iter()
-        .any(|sign| message.contains(sign))
-    {
-        std::panic::resume_unwind(panic);
+    for attempt in 1.. {
+        let Err(panic) = std::panic::catch_unwind(&test) else {
+            return;
+        };
+        let message = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        let pvm_crash = PVM_GUEST_CRASH_SIGNS
+            .iter()
+            .any(|sign| message.contains(sign));
+        if !pvm_crash || attempt == 3 {
+            std::panic::resume_unwind(panic);
+        }
+        eprintln!(
+            "a guest program crashed (a kvm_pvm quirk): boot attempt {} of 3",
+            attempt + 1
+        );
     }
-    eprintln!("a guest program crashed (a kvm_pvm quirk): retrying the boot once");
-    test();
 }
