@@ -37,6 +37,12 @@ if ! command -v shellcheck >/dev/null; then
     apt-get install -y -q --no-install-recommends shellcheck ||
         { apt-get update -q && apt-get install -y -q --no-install-recommends shellcheck; }
 fi
+# The network tests create their own TAP devices with iproute2's `ip`.
+if ! command -v ip >/dev/null; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -q --no-install-recommends iproute2 ||
+        { apt-get update -q && apt-get install -y -q --no-install-recommends iproute2; }
+fi
 shellcheck scripts/*.sh scripts/guest/*.sh scripts/bench/*.sh .ci/run
 shellcheck -s sh scripts/guest/init
 scripts/guest/test-init.sh
