@@ -89,29 +89,6 @@ pub enum CacheMode {
     Writeback,
 }
 
-/// I/O engine (`io_engine`). Only [`IoEngine::Sync`] is implemented.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum IoEngine {
-    /// `pread`/`pwrite` on the event-loop thread.
-    #[default]
-    Sync,
-    /// io_uring (not implemented: [`IoEngine::ensure_supported`] rejects it).
-    Async,
-}
-
-impl IoEngine {
-    /// Check that this engine can be used, before building the device.
-    ///
-    /// # Errors
-    /// [`BlockError::UnsupportedIoEngine`] for [`IoEngine::Async`].
-    pub fn ensure_supported(self) -> Result<(), BlockError> {
-        match self {
-            Self::Sync => Ok(()),
-            Self::Async => Err(BlockError::UnsupportedIoEngine),
-        }
-    }
-}
-
 /// Everything needed to build a [`Block`].
 #[derive(Debug)]
 pub struct BlockConfig {
@@ -151,9 +128,6 @@ pub enum BlockError {
     /// An eventfd or timerfd cannot be created.
     #[error("Unable to create block device event fd: {0}")]
     EventFd(#[source] std::io::Error),
-    /// The Async (io_uring) engine is not implemented.
-    #[error("The Async (io_uring) block I/O engine is not supported yet; use Sync")]
-    UnsupportedIoEngine,
     /// Signalling the guest failed.
     #[error("Unable to signal the guest: {0}")]
     Interrupt(#[source] std::io::Error),
@@ -162,16 +136,6 @@ pub enum BlockError {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_sync_engine_is_supported() {
-        assert!(IoEngine::Sync.ensure_supported().is_ok());
-        let err = IoEngine::Async.ensure_supported().unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "The Async (io_uring) block I/O engine is not supported yet; use Sync"
-        );
-    }
 
     #[test]
     fn open_error_names_path_and_os_error() {
