@@ -199,6 +199,19 @@ pub const fn has_feature(features: u64, bit: u32) -> bool {
     bit < 64 && features & (1 << bit) != 0
 }
 
+/// Copy the guest's read of `data.len()` bytes at `offset` out of a device's config space,
+/// zero-filling what lies past its end. Returns `false` when `offset` is outside the space
+/// (the device counts that as a config failure).
+pub fn read_config_space(config: &[u8], offset: u64, data: &mut [u8]) -> bool {
+    data.fill(0);
+    let Some(src) = usize::try_from(offset).ok().and_then(|o| config.get(o..)) else {
+        return false;
+    };
+    let n = src.len().min(data.len());
+    data[..n].copy_from_slice(&src[..n]);
+    true
+}
+
 /// Reset every queue to its power-on state (size = max, not ready, addresses 0).
 pub fn reset_queues(queues: &mut [Queue]) {
     use virtio_queue::QueueT;

@@ -397,16 +397,7 @@ impl VirtioDevice for Block {
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
-        let cfg = self.config_space();
-        data.fill(0);
-        let Ok(start) = usize::try_from(offset) else {
-            self.metrics.cfg_fails.inc();
-            return;
-        };
-        if let Some(src) = cfg.get(start..) {
-            let n = src.len().min(data.len());
-            data[..n].copy_from_slice(&src[..n]);
-        } else {
+        if !crate::virtio::read_config_space(&self.config_space(), offset, data) {
             self.metrics.cfg_fails.inc();
         }
     }

@@ -343,14 +343,8 @@ impl VirtioDevice for Net {
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
-        let cfg = self.config_space();
-        data.fill(0);
-        match usize::try_from(offset).ok().and_then(|o| cfg.get(o..)) {
-            Some(src) => {
-                let n = src.len().min(data.len());
-                data[..n].copy_from_slice(&src[..n]);
-            }
-            None => self.metrics.cfg_fails.inc(),
+        if !crate::virtio::read_config_space(&self.config_space(), offset, data) {
+            self.metrics.cfg_fails.inc();
         }
     }
 
