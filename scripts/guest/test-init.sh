@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Checks scripts/guest/init on the host, without a VM: runs it with busybox sh in a chroot
-# whose /proc, /sys, mount, reboot, devmem and sleep are fakes, once per action, and
+# whose /proc, /sys, mount, reboot, devmem, nc and wget are fakes, once per action, and
 # compares what it prints with what the integration tests parse. Needs root (chroot).
+# busybox sh runs some applets (ip, dd) itself whatever PATH says, so each run gets its own
+# network namespace with a TAP named eth0 for the real `ip` to configure.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -13,7 +15,9 @@ make_tree() {
     rm -rf "$root/t"
     mkdir -p "$root/t"/{bin,dev,proc/sys/kernel,sys/block/vda,sys/block/vdb,tmp}
     cp /bin/busybox "$root/t/bin/busybox"
-    for applet in sh echo cat setsid cttyhack sleep; do ln -s busybox "$root/t/bin/$applet"; done
+    for applet in sh echo cat setsid cttyhack sleep sha256sum; do
+        ln -s busybox "$root/t/bin/$applet"
+    done
     for fake in mount reboot devmem; do
         printf '#!/bin/sh\necho "FAKE %s $*"\n' "$fake" >"$root/t/bin/$fake"
         chmod +x "$root/t/bin/$fake"
@@ -31,7 +35,50 @@ make_tree() {
     : >"$root/t/dev/vdb"
     mkdir "$root/t/dev/vdc" # a write to it fails, as to a read-only disk
     head -c 2097152 /dev/zero >"$root/t/dev/zero" # busybox sh runs its own dd applet
+    fake_network
     cp "$here/init" "$root/t/init"
+}
+
+# Fake nc, wget and httpd: an MMDS (V2 when the init wrote a token request, token
+# `TOKEN123`, hostname `squib-vm`, then `squib-patched` from the third GET on, blob
+# `0123456789`) and a host whose /net is `netdata`.
+fake_network() {
+    cat >"$root/t/bin/nc" <<'EOF_NC'
+#!/bin/sh
+echo "FAKE nc $*" >&2
+case "$*" in
+    "") exit 1 ;;
+    *" 80") printf 'HTTP/1.1 200 \r\nContent-Length: 8\r\n\r\nTOKEN123' ;;
+    *) echo netdata; cat >/dev/null ;;
+esac
+EOF_NC
+    cat >"$root/t/bin/wget" <<'EOF_WGET'
+#!/bin/sh
+out='' url='' header=''
+while [ $# -gt 0 ]; do
+    case "$1" in
+        -O) out="$2"; shift ;;
+        --header) header="$2"; shift ;;
+        http://*) url="$1" ;;
+    esac
+    shift
+done
+[ -n "$url" ] || exit 1
+case "$url" in
+    */net) echo netdata >"$out"; exit 0 ;;
+esac
+if [ -e /tmp/token-request ] && [ "$header" != "X-metadata-token: TOKEN123" ]; then
+    echo "wget: server returned error: HTTP/1.1 401 Unauthorized" >&2
+    exit 1
+fi
+echo x >>/tmp/wget-count
+case "$url" in
+    */blob) printf 0123456789 >"$out" ;;
+    *) set -- $(cat /tmp/wget-count); [ $# -ge 3 ] && echo squib-patched >"$out" || echo squib-vm >"$out" ;;
+esac
+EOF_WGET
+    printf '#!/bin/sh\necho "FAKE httpd $*"\n' >"$root/t/bin/httpd"
+    chmod +x "$root/t/bin/nc" "$root/t/bin/wget" "$root/t/bin/httpd"
 }
 
 # expect CMDLINE EXPECTED_LINE...: every expected line must appear in the output. The init
@@ -42,7 +89,8 @@ expect() {
     shift
     make_tree
     echo "console=ttyS0 $cmdline" >"$root/t/proc/cmdline"
-    out="$(timeout -k 2 -s INT "${INT_AFTER}" chroot "$root/t" /bin/sh /init </dev/null 2>&1 || true)"
+    out="$(unshare -n sh -c 'ip tuntap add dev eth0 mode tap && ip link set eth0 up && exec "$@"' sh \
+        timeout -k 2 -s INT "${INT_AFTER}" chroot "$root/t" /bin/sh /init </dev/null 2>&1 || true)"
     for line in "$@"; do
         if ! grep -Fxq -- "$line" <<<"$out"; then
             echo "test-init.sh: [$cmdline] missing line: $line" >&2
@@ -72,6 +120,18 @@ expect "squib.action=blk-bench squib.blk_dev=vdb squib.blk_mib=1 squib.blk_ops=1
     "SQUIB blk-time op=seq-read bytes=1048576 centis=0" \
     "SQUIB blk-time op=read-4k bytes=65536 centis=0" "SQUIB blk-bench done" "FAKE reboot -f"
 expect "squib.action=blk-read squib.blk_dev=vdb" "SQUIB blk-read " "FAKE reboot -f"
+expect "squib.action=net squib.ticks=1 squib.mmds=v2 squib.mmds_fetches=2 squib.net_host=10.0.0.1 squib.net_port=7000" \
+    "SQUIB mmds token-length=8" \
+    "SQUIB mmds no-token wget: server returned error: HTTP/1.1 401 Unauthorized" \
+    "SQUIB mmds hostname=squib-vm" "SQUIB mmds waiting-for-patch" \
+    "SQUIB mmds patched hostname=squib-patched" "SQUIB mmds-time op=noop bytes=0 centis=0" \
+    "SQUIB mmds-time op=fetch bytes=10 centis=0" "SQUIB net-time op=download centis=0" \
+    "SQUIB net sha256=$(echo netdata | sha256sum | cut -d' ' -f1)" "FAKE httpd -p 7000 -h /tmp" \
+    "SQUIB net serving /tmp on port 7000" "SQUIB net checks done" \
+    "SQUIB tick 1" "SQUIB ticks done" "FAKE reboot -f"
+expect "squib.action=net squib.ticks=1 squib.net_setup=eth0,172.16.9.2/24 squib.mmds=v1 squib.mmds_polls=1" \
+    "SQUIB net setup eth0 done" \
+    "SQUIB mmds hostname=squib-vm" "SQUIB mmds patch not seen" "SQUIB net checks done"
 expect "squib.action=shell" "squib guest shell: exit it to reboot the microVM" "FAKE reboot -f"
 INT_AFTER=3 expect "squib.action=wait-ctrlaltdel" "SQUIB waiting ctrl-alt-del" "SQUIB ctrl-alt-del" \
     "FAKE reboot -f"

@@ -358,7 +358,7 @@ fn bench_markdown(run: &BenchRun) -> String {
     out.push_str(&format!(
         "- Date: {}\n- Sequential: {BENCH_MIB} MiB in 1 MiB blocks; 4 KiB: {BENCH_OPS} reads; \
          empty guest dd: {} ms\n\n",
-        chrono_free_date(),
+        common::utc_date(),
         run.noop * 10
     ));
     out.push_str(
@@ -383,33 +383,6 @@ fn bench_markdown(run: &BenchRun) -> String {
     }
     out.push_str("<!-- block:end -->\n");
     out
-}
-
-/// Today's date from the host's `date` (no date crate in this test).
-fn chrono_free_date() -> String {
-    Command::new("date")
-        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_default()
-}
-
-/// Replaces (or appends) the block section of `BENCHMARKS.md` at the workspace root.
-fn write_bench_section(section: &str) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../BENCHMARKS.md");
-    let text = fs::read_to_string(&path).unwrap_or_default();
-    let updated = match (
-        text.find("<!-- block:begin -->"),
-        text.find("<!-- block:end -->"),
-    ) {
-        (Some(begin), Some(end)) if begin < end => {
-            let rest = &text[end + "<!-- block:end -->".len()..];
-            let rest = rest.strip_prefix('\n').unwrap_or(rest);
-            format!("{}{section}{rest}", &text[..begin])
-        }
-        _ => format!("{text}\n{section}"),
-    };
-    fs::write(&path, updated).expect("write BENCHMARKS.md");
 }
 
 /// Guest vs host block throughput; `SQUIB_BENCH_WRITE=1` writes the `BENCHMARKS.md` section.
@@ -441,6 +414,6 @@ fn block_benchmark() {
     let section = bench_markdown(&run);
     eprintln!("{section}");
     if std::env::var("SQUIB_BENCH_WRITE").as_deref() == Ok("1") {
-        write_bench_section(&section);
+        common::write_bench_section("block", &section);
     }
 }

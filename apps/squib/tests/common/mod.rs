@@ -283,6 +283,11 @@ impl Squib {
         }
     }
 
+    /// The process id of squib.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The API client (squib started with [`Squib::with_api`]).
     pub fn api(&self) -> &ApiClient {
         self.api
@@ -529,4 +534,34 @@ pub fn retry_on_pvm_crash(test: impl Fn() + std::panic::RefUnwindSafe) {
             attempt + 1
         );
     }
+}
+
+/// Today's date and time from the host's `date` (no date crate in these tests).
+pub fn utc_date() -> String {
+    Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// Replaces the part of `BENCHMARKS.md` (workspace root) from `<!-- NAME:begin -->` to
+/// `<!-- NAME:end -->` with `section`, which holds both markers; appends it when the
+/// markers are missing. Benchmarks that boot guests write their figures this way.
+pub fn write_bench_section(name: &str, section: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../BENCHMARKS.md");
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    let (begin, end) = (
+        format!("<!-- {name}:begin -->"),
+        format!("<!-- {name}:end -->"),
+    );
+    let updated = match (text.find(&begin), text.find(&end)) {
+        (Some(b), Some(e)) if b < e => {
+            let rest = &text[e + end.len()..];
+            let rest = rest.strip_prefix('\n').unwrap_or(rest);
+            format!("{}{section}{rest}", &text[..b])
+        }
+        _ => format!("{text}\n{section}"),
+    };
+    std::fs::write(&path, updated).expect("write BENCHMARKS.md");
 }
