@@ -9,7 +9,6 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
 use vm_memory::{Bytes, GuestAddress};
@@ -27,8 +26,6 @@ use crate::virtio::{
 
 /// Config space bytes: up to `write_zeroes_may_unmap` and its padding (virtio 1.2 §5.2.4).
 const CONFIG_LEN: usize = 60;
-/// Shortest gap between two guest-triggered warnings of one device.
-const WARN_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What happened to one popped chain.
 enum ChainOutcome {
@@ -54,7 +51,6 @@ pub struct Block {
     interrupt: Option<Arc<VirtioInterrupt>>,
     segs: Vec<Segment>,
     metrics: Arc<BlockMetrics>,
-    last_warn: Option<Instant>,
 }
 
 impl Block {
@@ -98,7 +94,6 @@ impl Block {
             interrupt: None,
             segs: Vec::with_capacity(MAX_DESCRIPTORS),
             metrics: Arc::new(BlockMetrics::default()),
-            last_warn: None,
         })
     }
 
@@ -199,7 +194,6 @@ impl Block {
             segs: &mut self.segs,
             rate_limiter: &mut self.rate_limiter,
             metrics: &self.metrics,
-            last_warn: &mut self.last_warn,
         };
         loop {
             if budget == 0 {
@@ -273,7 +267,6 @@ struct Drain<'a> {
     segs: &'a mut Vec<Segment>,
     rate_limiter: &'a mut RateLimiter,
     metrics: &'a BlockMetrics,
-    last_warn: &'a mut Option<Instant>,
 }
 
 impl Drain<'_> {
@@ -291,11 +284,9 @@ impl Drain<'_> {
         }
     }
 
-    /// Log a guest-triggered warning, at most once per [`WARN_INTERVAL`].
-    fn warn(&mut self, what: std::fmt::Arguments<'_>) {
-        if warn_due(self.last_warn) {
-            log::warn!("block {}: {what}", self.exec.drive_id);
-        }
+    /// Log a guest-triggered warning, rate limited so a hostile guest cannot flood the log.
+    fn warn(&self, what: std::fmt::Arguments<'_>) {
+        squib_logger::warn_rate_limited!("block {}: {what}", self.exec.drive_id);
     }
 }
 
@@ -356,15 +347,6 @@ fn count_success(req: &Request, metrics: &BlockMetrics) {
 /// Write the status byte; returns 1 when written, 0 when the address is unusable.
 fn write_status(mem: &GuestMemoryMmap, addr: GuestAddress, code: u8) -> u32 {
     u32::from(mem.write_obj(code, addr).is_ok())
-}
-
-fn warn_due(last: &mut Option<Instant>) -> bool {
-    let now = Instant::now();
-    let due = last.is_none_or(|t| now.duration_since(t) >= WARN_INTERVAL);
-    if due {
-        *last = Some(now);
-    }
-    due
 }
 
 impl VirtioDevice for Block {

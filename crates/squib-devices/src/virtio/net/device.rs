@@ -12,7 +12,6 @@ mod rx_buffers;
 mod tx;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestAddress;
@@ -29,8 +28,6 @@ use crate::virtio::{
 
 /// Config space bytes: mac[6], status, max_virtqueue_pairs, mtu (virtio 1.2 §5.1.4).
 const CONFIG_LEN: usize = 12;
-/// Shortest gap between two guest-triggered warnings of one device.
-const WARN_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A chain popped from the rx queue and held until a frame fills it.
 #[derive(Clone, Copy, Debug)]
@@ -86,7 +83,6 @@ pub struct Net {
     tx: TxState,
     interceptor: Option<Box<dyn FrameInterceptor>>,
     metrics: Arc<NetMetrics>,
-    last_warn: Option<Instant>,
 }
 
 impl Net {
@@ -143,7 +139,6 @@ impl Net {
             },
             interceptor: None,
             metrics: Arc::new(NetMetrics::default()),
-            last_warn: None,
         })
     }
 
@@ -197,11 +192,9 @@ impl Net {
         self.tx_rate_limiter.update_buckets(tx.bandwidth, tx.ops);
     }
 
-    /// Log a guest-triggered warning, at most once per [`WARN_INTERVAL`].
-    fn warn(&mut self, what: std::fmt::Arguments<'_>) {
-        if warn_due(&mut self.last_warn) {
-            log::warn!("net {}: {what}", self.iface_id);
-        }
+    /// Log a guest-triggered warning, rate limited so a hostile guest cannot flood the log.
+    fn warn(&self, what: std::fmt::Arguments<'_>) {
+        squib_logger::warn_rate_limited!("net {}: {what}", self.iface_id);
     }
 
     /// Raise the used-ring interrupt if the guest asked for one on queue `index`.
@@ -268,16 +261,6 @@ impl Net {
         }
         flags
     }
-}
-
-/// Whether a guest-triggered warning may be logged now (then the clock restarts).
-fn warn_due(last: &mut Option<Instant>) -> bool {
-    let now = Instant::now();
-    let due = last.is_none_or(|t| now.duration_since(t) >= WARN_INTERVAL);
-    if due {
-        *last = Some(now);
-    }
-    due
 }
 
 fn check_mtu(mtu: Option<u16>) -> Result<(), NetError> {

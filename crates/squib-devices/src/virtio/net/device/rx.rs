@@ -14,7 +14,7 @@
 use std::io::ErrorKind;
 
 use super::rx_buffers::Collect;
-use super::{warn_due, Net};
+use super::Net;
 use crate::rate_limiter::TokenType;
 use crate::virtio::has_feature;
 use crate::virtio::net::{features as net, QUEUE_SIZE, RX_INDEX, VNET_HDR_LEN};
@@ -138,9 +138,10 @@ impl Net {
                 }
                 Some(len) => {
                     self.metrics.rx_fails.inc();
-                    if warn_due(&mut self.last_warn) {
-                        log::error!("net {}: injected {len}-byte frame dropped", self.iface_id);
-                    }
+                    squib_logger::error_rate_limited!(
+                        "net {}: injected {len}-byte frame dropped",
+                        self.iface_id
+                    );
                 }
                 None => break,
             }

@@ -9,7 +9,7 @@
 use virtio_queue::{QueueOwnedT, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestMemory, Permissions};
 
-use super::{warn_due, Net, RxChain};
+use super::{Net, RxChain};
 use crate::virtio::net::{MAX_BUFFER_LEN, QUEUE_SIZE, RX_INDEX};
 use crate::virtio::GuestMemoryMmap;
 
@@ -78,9 +78,10 @@ impl Net {
             if let Err(e) = queue.add_used(mem, head, 0) {
                 log::error!("net {}: cannot complete rx head {head}: {e}", self.iface_id);
             }
-            if warn_due(&mut self.last_warn) {
-                log::warn!("net {}: rx head {head}: malformed chain", self.iface_id);
-            }
+            squib_logger::warn_rate_limited!(
+                "net {}: rx head {head}: malformed chain",
+                self.iface_id
+            );
         }
     }
 
