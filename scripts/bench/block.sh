@@ -9,13 +9,6 @@
 #   SQUIB_GUEST_DIR  guest kit (default: what scripts/guest/build.sh prints)
 set -euo pipefail
 
-here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-cd "$here/../.."
-write=1
-[[ "${1:-}" == --no-write ]] && write=0
-if [[ -z "${SQUIB_GUEST_DIR:-}" ]]; then
-    SQUIB_GUEST_DIR="$("$here/../guest/build.sh" | tail -n 1)"
-fi
-export SQUIB_GUEST_DIR
-SQUIB_BENCH_WRITE=$write cargo test -p squib --test block -- --ignored block_benchmark \
-    --nocapture
+# shellcheck source=scripts/bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+run_guest_bench "$@" -- -p squib --test block -- --ignored block_benchmark --nocapture
