@@ -481,7 +481,7 @@ fn net_markdown(run: &NetBench) -> String {
          squib's event-loop thread (all device emulation, including virtio-net and MMDS) \
          and its vCPU thread, as a share of one core over the transfer, read from \
          `/proc/<pid>/task/*/stat`. **The host is `kvm_pvm`: the guest kernel is emulated \
-         and its vCPU thread is saturated, so throughput is the emulator's, about five \
+         and its vCPU thread is saturated, so throughput is the emulator's, over four \
          orders of magnitude under Firecracker's published 14.5 Gbps at <= 80% of a core; \
          the VMM's own cost per MiB is the figure that carries over.** The in-process \
          device figures (`cargo bench -p squib-devices --features test-utils --bench net`) \
