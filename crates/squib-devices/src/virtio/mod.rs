@@ -162,18 +162,35 @@ pub enum ActivateError {
 pub trait VirtioDevice: Send {
     /// Device type id (see [`device_type`]).
     fn device_type(&self) -> u32;
+    /// The device's queues, queue eventfds and feature bits.
+    fn state(&self) -> &VirtioState;
+    /// The same, mutable.
+    fn state_mut(&mut self) -> &mut VirtioState;
     /// The device's queues (their sizes bounded by `Queue::max_size`).
-    fn queues(&self) -> &[Queue];
+    fn queues(&self) -> &[Queue] {
+        &self.state().queues
+    }
     /// The device's queues, for the transport to configure.
-    fn queues_mut(&mut self) -> &mut [Queue];
+    fn queues_mut(&mut self) -> &mut [Queue] {
+        &mut self.state_mut().queues
+    }
     /// One eventfd per queue, written on a queue notification (registered as ioeventfds).
-    fn queue_events(&self) -> &[EventFd];
+    fn queue_events(&self) -> &[EventFd] {
+        &self.state().queue_evts
+    }
     /// Feature bits the device offers.
-    fn avail_features(&self) -> u64;
+    fn avail_features(&self) -> u64 {
+        self.state().avail_features
+    }
     /// Feature bits the driver accepted.
-    fn acked_features(&self) -> u64;
-    /// Store the driver's accepted features (already masked to the offered ones).
-    fn set_acked_features(&mut self, features: u64);
+    fn acked_features(&self) -> u64 {
+        self.state().acked_features
+    }
+    /// Store the driver's accepted features, masked to the offered ones.
+    fn set_acked_features(&mut self, features: u64) {
+        let state = self.state_mut();
+        state.acked_features = features & state.avail_features;
+    }
     /// Read device config space at `offset` (out-of-range bytes read as 0).
     fn read_config(&self, offset: u64, data: &mut [u8]);
     /// Write device config space at `offset` (ignored where read-only).
@@ -191,6 +208,45 @@ pub trait VirtioDevice: Send {
     fn is_activated(&self) -> bool;
     /// Return to the pre-activation state: stop serving, reset queues and features.
     fn reset(&mut self);
+}
+
+/// What every virtio device keeps for the transport: its queues, one notification eventfd
+/// per queue, and the feature bits offered and accepted. Devices hold one and hand it out
+/// through [`VirtioDevice::state`], so the trait's accessors are written once.
+#[derive(Debug)]
+pub struct VirtioState {
+    /// The queues, in the device's queue order.
+    pub queues: Vec<Queue>,
+    /// One non-blocking eventfd per queue.
+    pub queue_evts: Vec<EventFd>,
+    /// Feature bits the device offers.
+    pub avail_features: u64,
+    /// Feature bits the driver accepted (a subset of `avail_features`).
+    pub acked_features: u64,
+}
+
+impl VirtioState {
+    /// `count` queues of at most `size` entries with their eventfds, offering `avail_features`.
+    ///
+    /// # Errors
+    /// When an eventfd cannot be created or `size` is not a valid queue size.
+    pub fn new(count: usize, size: u16, avail_features: u64) -> std::io::Result<Self> {
+        let mut queues = Vec::with_capacity(count);
+        let mut queue_evts = Vec::with_capacity(count);
+        for _ in 0..count {
+            queues.push(
+                <Queue as virtio_queue::QueueT>::new(size)
+                    .map_err(|e| std::io::Error::other(e.to_string()))?,
+            );
+            queue_evts.push(EventFd::new(vmm_sys_util::eventfd::EFD_NONBLOCK)?);
+        }
+        Ok(Self {
+            queues,
+            queue_evts,
+            avail_features,
+            acked_features: 0,
+        })
+    }
 }
 
 /// Whether feature `bit` is set in `features`.

@@ -10,9 +10,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
+use virtio_queue::{DescriptorChain, QueueOwnedT, QueueT};
 use vm_memory::{Bytes, GuestAddress};
-use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::disk::DiskFile;
 use super::request::{self, ExecContext, Request, RequestKind, Segment, MAX_DESCRIPTORS};
@@ -21,7 +20,7 @@ use super::{MAX_DISCARD_SECTORS, QUEUE_SIZE, SEG_MAX};
 use crate::rate_limiter::{BucketUpdate, RateLimiter, TokenType};
 use crate::virtio::{
     device_type, features, reset_queues, ActivateError, GuestMemoryMmap, VirtioDevice,
-    VirtioInterrupt,
+    VirtioInterrupt, VirtioState,
 };
 
 /// Config space bytes: up to `write_zeroes_may_unmap` and its padding (virtio 1.2 §5.2.4).
@@ -43,10 +42,7 @@ pub struct Block {
     read_only: bool,
     cache: CacheMode,
     rate_limiter: RateLimiter,
-    avail_features: u64,
-    acked_features: u64,
-    queues: Vec<Queue>,
-    queue_evts: [EventFd; 1],
+    state: VirtioState,
     mem: Option<GuestMemoryMmap>,
     interrupt: Option<Arc<VirtioInterrupt>>,
     segs: Vec<Segment>,
@@ -77,19 +73,13 @@ impl Block {
         if !cfg.read_only && disk.is_regular_file() {
             avail_features |= (1 << blk::DISCARD) | (1 << blk::WRITE_ZEROES);
         }
-        let queue = Queue::new(QUEUE_SIZE).map_err(|e| {
-            BlockError::EventFd(std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
-        })?;
         Ok(Self {
             drive_id: cfg.drive_id,
             disk,
             read_only: cfg.read_only,
             cache: cfg.cache,
             rate_limiter,
-            avail_features,
-            acked_features: 0,
-            queues: vec![queue],
-            queue_evts: [EventFd::new(EFD_NONBLOCK).map_err(BlockError::EventFd)?],
+            state: VirtioState::new(1, QUEUE_SIZE, avail_features).map_err(BlockError::EventFd)?,
             mem: None,
             interrupt: None,
             segs: Vec::with_capacity(MAX_DESCRIPTORS),
@@ -149,7 +139,7 @@ impl Block {
     /// The queue eventfd fired: clear it and drain the queue.
     pub fn process_queue_event(&mut self) {
         self.metrics.queue_event_count.inc();
-        if let Err(e) = self.queue_evts[0].read() {
+        if let Err(e) = self.state.queue_evts[0].read() {
             if e.kind() != std::io::ErrorKind::WouldBlock {
                 self.metrics.event_fails.inc();
                 log::error!("block {}: cannot read queue event: {e}", self.drive_id);
@@ -180,7 +170,7 @@ impl Block {
         let (Some(mem), Some(interrupt)) = (self.mem.as_ref(), self.interrupt.as_ref()) else {
             return;
         };
-        let queue = &mut self.queues[0];
+        let queue = &mut self.state.queues[0];
         let mut budget = queue.size();
         let mut used_any = false;
         let mut drain = Drain {
@@ -199,7 +189,7 @@ impl Block {
             if budget == 0 {
                 // More may be waiting: come back after other event sources had a turn.
                 drain.metrics.remaining_reqs_count.inc();
-                let _ = self.queue_evts[0].write(1);
+                let _ = self.state.queue_evts[0].write(1);
                 break;
             }
             budget -= 1;
@@ -354,28 +344,12 @@ impl VirtioDevice for Block {
         device_type::BLOCK
     }
 
-    fn queues(&self) -> &[Queue] {
-        &self.queues
+    fn state(&self) -> &VirtioState {
+        &self.state
     }
 
-    fn queues_mut(&mut self) -> &mut [Queue] {
-        &mut self.queues
-    }
-
-    fn queue_events(&self) -> &[EventFd] {
-        &self.queue_evts
-    }
-
-    fn avail_features(&self) -> u64 {
-        self.avail_features
-    }
-
-    fn acked_features(&self) -> u64 {
-        self.acked_features
-    }
-
-    fn set_acked_features(&mut self, features: u64) {
-        self.acked_features = features & self.avail_features;
+    fn state_mut(&mut self) -> &mut VirtioState {
+        &mut self.state
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
@@ -402,7 +376,7 @@ impl VirtioDevice for Block {
             self.metrics.activate_fails.inc();
             return Err(ActivateError::AlreadyActive);
         }
-        if !self.queues[0].ready() {
+        if !self.state.queues[0].ready() {
             self.metrics.activate_fails.inc();
             return Err(ActivateError::InvalidQueue { index: 0 });
         }
@@ -418,8 +392,8 @@ impl VirtioDevice for Block {
     fn reset(&mut self) {
         self.mem = None;
         self.interrupt = None;
-        self.acked_features = 0;
-        reset_queues(&mut self.queues);
+        self.state.acked_features = 0;
+        reset_queues(&mut self.state.queues);
     }
 }
 

@@ -13,9 +13,8 @@ mod tx;
 
 use std::sync::Arc;
 
-use virtio_queue::{Queue, QueueT};
+use virtio_queue::QueueT;
 use vm_memory::GuestAddress;
-use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::tap::{offload, Tap, TapIo};
 use super::{features as net, FrameInterceptor, NetConfig, NetError, NetMetrics};
@@ -23,7 +22,7 @@ use super::{RateLimiterUpdate, MAX_BUFFER_LEN, MIN_MTU, QUEUE_SIZE, RX_INDEX, TX
 use crate::rate_limiter::RateLimiter;
 use crate::virtio::{
     device_type, features, has_feature, reset_queues, ActivateError, GuestMemoryMmap, VirtioDevice,
-    VirtioInterrupt,
+    VirtioInterrupt, VirtioState,
 };
 
 /// Config space bytes: mac[6], status, max_virtqueue_pairs, mtu (virtio 1.2 §5.1.4).
@@ -71,10 +70,7 @@ pub struct Net {
     tap: Box<dyn TapIo>,
     guest_mac: Option<[u8; 6]>,
     mtu: Option<u16>,
-    avail_features: u64,
-    acked_features: u64,
-    queues: Vec<Queue>,
-    queue_evts: [EventFd; 2],
+    state: VirtioState,
     rx_rate_limiter: RateLimiter,
     tx_rate_limiter: RateLimiter,
     mem: Option<GuestMemoryMmap>,
@@ -106,20 +102,17 @@ impl Net {
             Some(rl) => Ok(rl),
             None => RateLimiter::unlimited().map_err(NetError::EventFd),
         };
-        let evt = || EventFd::new(EFD_NONBLOCK).map_err(NetError::EventFd);
-        let queue = || {
-            Queue::new(QUEUE_SIZE)
-                .map_err(|e| NetError::EventFd(std::io::Error::other(e.to_string())))
-        };
         Ok(Self {
-            avail_features: offered_features(cfg.guest_mac.is_some(), cfg.mtu.is_some()),
             iface_id: cfg.iface_id,
             tap,
             guest_mac: cfg.guest_mac,
             mtu: cfg.mtu,
-            acked_features: 0,
-            queues: vec![queue()?, queue()?],
-            queue_evts: [evt()?, evt()?],
+            state: VirtioState::new(
+                2,
+                QUEUE_SIZE,
+                offered_features(cfg.guest_mac.is_some(), cfg.mtu.is_some()),
+            )
+            .map_err(NetError::EventFd)?,
             rx_rate_limiter: limiter(cfg.rx_rate_limiter)?,
             tx_rate_limiter: limiter(cfg.tx_rate_limiter)?,
             mem: None,
@@ -202,7 +195,10 @@ impl Net {
         let (Some(mem), Some(interrupt)) = (self.mem.as_ref(), self.interrupt.as_ref()) else {
             return;
         };
-        if self.queues[index].needs_notification(mem).unwrap_or(true) {
+        if self.state.queues[index]
+            .needs_notification(mem)
+            .unwrap_or(true)
+        {
             if let Err(e) = interrupt.signal_used_queue() {
                 self.metrics.event_fails.inc();
                 log::error!("net {}: cannot signal used queue: {e}", self.iface_id);
@@ -212,7 +208,7 @@ impl Net {
 
     /// Write queue `index`'s eventfd so its drain resumes after other sources had a turn.
     fn kick_self(&self, index: usize) {
-        if let Err(e) = self.queue_evts[index].write(1) {
+        if let Err(e) = self.state.queue_evts[index].write(1) {
             self.metrics.event_fails.inc();
             log::error!("net {}: cannot re-kick queue {index}: {e}", self.iface_id);
         }
@@ -220,7 +216,7 @@ impl Net {
 
     /// Clear a queue eventfd; `false` when reading it failed for a reason other than empty.
     fn consume_queue_event(&self, index: usize) -> bool {
-        match self.queue_evts[index].read() {
+        match self.state.queue_evts[index].read() {
             Ok(_) => true,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => true,
             Err(e) => {
@@ -247,7 +243,7 @@ impl Net {
 
     /// The TUNSETOFFLOAD flags matching what the driver accepted.
     fn tap_offloads(&self) -> u32 {
-        let acked = self.acked_features;
+        let acked = self.state.acked_features;
         let mut flags = 0;
         for (bit, flag) in [
             (net::GUEST_CSUM, offload::TUN_F_CSUM),
@@ -301,28 +297,12 @@ impl VirtioDevice for Net {
         device_type::NET
     }
 
-    fn queues(&self) -> &[Queue] {
-        &self.queues
+    fn state(&self) -> &VirtioState {
+        &self.state
     }
 
-    fn queues_mut(&mut self) -> &mut [Queue] {
-        &mut self.queues
-    }
-
-    fn queue_events(&self) -> &[EventFd] {
-        &self.queue_evts
-    }
-
-    fn avail_features(&self) -> u64 {
-        self.avail_features
-    }
-
-    fn acked_features(&self) -> u64 {
-        self.acked_features
-    }
-
-    fn set_acked_features(&mut self, features: u64) {
-        self.acked_features = features & self.avail_features;
+    fn state_mut(&mut self) -> &mut VirtioState {
+        &mut self.state
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
@@ -357,7 +337,7 @@ impl VirtioDevice for Net {
         }
         if let Some(index) = [RX_INDEX, TX_INDEX]
             .into_iter()
-            .find(|&i| !self.queues[i].ready())
+            .find(|&i| !self.state.queues[i].ready())
         {
             self.metrics.activate_fails.inc();
             return Err(ActivateError::InvalidQueue { index });
@@ -382,14 +362,14 @@ impl VirtioDevice for Net {
     fn reset(&mut self) {
         self.mem = None;
         self.interrupt = None;
-        self.acked_features = 0;
+        self.state.acked_features = 0;
         self.rx.pending = 0;
         self.rx.in_guest = 0;
         self.rx.chains.clear();
         self.rx.segs.clear();
         self.rx.capacity = 0;
         self.tx.blocked_on_tap = false;
-        reset_queues(&mut self.queues);
+        reset_queues(&mut self.state.queues);
     }
 }
 

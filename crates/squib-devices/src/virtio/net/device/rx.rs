@@ -89,7 +89,7 @@ impl Net {
         if self.fetch_injected_frame() {
             return true;
         }
-        let direct = if has_feature(self.acked_features, net::MRG_RXBUF) {
+        let direct = if has_feature(self.state.acked_features, net::MRG_RXBUF) {
             self.reserve_for_direct_read()
         } else {
             None
@@ -192,7 +192,7 @@ impl Net {
     /// Hold chains until they cover `len` bytes. `Some(Next)` when they do, `Some(Wait)` when
     /// the ring ran dry, `None` when the frame cannot be placed and was dropped.
     fn hold_buffers_for(&mut self, len: usize, delivered: &mut bool) -> Option<Step> {
-        let mergeable = has_feature(self.acked_features, net::MRG_RXBUF);
+        let mergeable = has_feature(self.state.acked_features, net::MRG_RXBUF);
         while self.rx.capacity < len as u64 {
             if !mergeable && !self.rx.chains.is_empty() {
                 // One chain must hold the frame; it does not: drop the frame, keep the chain.

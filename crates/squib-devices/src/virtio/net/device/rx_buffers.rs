@@ -30,7 +30,7 @@ impl Net {
         let Some(mem) = self.mem.as_ref() else {
             return Collect::Empty;
         };
-        let queue = &mut self.queues[RX_INDEX];
+        let queue = &mut self.state.queues[RX_INDEX];
         loop {
             let chain = match queue.iter(mem) {
                 Ok(mut avail) => avail.next(),
@@ -106,7 +106,7 @@ impl Net {
 
     /// Whether every chain of the rx ring (its negotiated size) is held.
     pub(super) fn holds_whole_ring(&self) -> bool {
-        self.rx.chains.len() >= usize::from(self.queues[RX_INDEX].size())
+        self.rx.chains.len() >= usize::from(self.state.queues[RX_INDEX].size())
     }
 
     /// Copy `rx.buf[..len]` into the held pieces (capacity already covers it).
@@ -140,7 +140,7 @@ impl Net {
         for chain in &self.rx.chains[..count] {
             let used = chain.capacity.min(left);
             left -= used;
-            if let Err(e) = self.queues[RX_INDEX].add_used(mem, chain.head, used as u32) {
+            if let Err(e) = self.state.queues[RX_INDEX].add_used(mem, chain.head, used as u32) {
                 let head = chain.head;
                 log::error!("net {}: cannot complete rx head {head}: {e}", self.iface_id);
             }
@@ -152,7 +152,7 @@ impl Net {
     pub(super) fn release_held_chains(&mut self) {
         if let Some(mem) = self.mem.as_ref() {
             for chain in &self.rx.chains {
-                if let Err(e) = self.queues[RX_INDEX].add_used(mem, chain.head, 0) {
+                if let Err(e) = self.state.queues[RX_INDEX].add_used(mem, chain.head, 0) {
                     let head = chain.head;
                     log::error!("net {}: cannot release rx head {head}: {e}", self.iface_id);
                 }

@@ -82,7 +82,7 @@ impl Net {
                     completed = true;
                 }
                 TxOutcome::Retry => {
-                    self.queues[TX_INDEX].go_to_previous_position();
+                    self.state.queues[TX_INDEX].go_to_previous_position();
                     break;
                 }
             }
@@ -101,7 +101,7 @@ impl Net {
     /// Pop the next chain into `tx.segs`; `Some(head)` with `tx.segs` empty when malformed.
     fn pop_tx_chain(&mut self) -> Option<u16> {
         let mem = self.mem.as_ref()?;
-        let queue = &mut self.queues[TX_INDEX];
+        let queue = &mut self.state.queues[TX_INDEX];
         let chain = loop {
             let next = match queue.iter(mem) {
                 Ok(mut avail) => avail.next(),
@@ -218,7 +218,7 @@ impl Net {
         let Some(mem) = self.mem.as_ref() else {
             return;
         };
-        if let Err(e) = self.queues[TX_INDEX].add_used(mem, head, 0) {
+        if let Err(e) = self.state.queues[TX_INDEX].add_used(mem, head, 0) {
             log::error!("net {}: cannot complete tx head {head}: {e}", self.iface_id);
         }
     }
