@@ -176,3 +176,60 @@ impl<'a> VirtQueue<'a> {
         self.mem.read_obj(GuestAddress(addr)).expect("queue memory")
     }
 }
+
+/// The endpoints of a hand-built UDP frame: MAC, IPv4 address and port on each side.
+#[derive(Clone, Copy, Debug)]
+pub struct UdpEnds {
+    /// Ethernet source (the guest's MAC for a frame the guest sends).
+    pub src_mac: [u8; 6],
+    /// Ethernet destination.
+    pub dst_mac: [u8; 6],
+    /// IPv4 source address and UDP source port.
+    pub src: std::net::SocketAddrV4,
+    /// IPv4 destination address and UDP destination port.
+    pub dst: std::net::SocketAddrV4,
+}
+
+/// A guest frame as a virtio-net driver queues it: a zeroed virtio-net header (no offloads),
+/// then Ethernet, IPv4 (don't fragment, TTL 64, valid header checksum) and UDP (checksum 0,
+/// "none") carrying `payload`.
+///
+/// # Panics
+/// When `payload` does not fit in one IPv4 packet.
+#[must_use]
+pub fn udp_frame(ends: UdpEnds, payload: &[u8]) -> Vec<u8> {
+    let udp_len = u16::try_from(8 + payload.len()).expect("payload fits in a UDP datagram");
+    let total = udp_len
+        .checked_add(20)
+        .expect("datagram fits in an IPv4 packet");
+    let mut frame = vec![0u8; super::net::VNET_HDR_LEN];
+    frame.extend_from_slice(&ends.dst_mac);
+    frame.extend_from_slice(&ends.src_mac);
+    frame.extend_from_slice(&0x0800u16.to_be_bytes());
+    let mut ip = vec![0x45, 0];
+    ip.extend_from_slice(&total.to_be_bytes());
+    ip.extend_from_slice(&[0, 0, 0x40, 0, 64, 17, 0, 0]);
+    ip.extend_from_slice(&ends.src.ip().octets());
+    ip.extend_from_slice(&ends.dst.ip().octets());
+    let sum = ipv4_checksum(&ip);
+    ip[10..12].copy_from_slice(&sum.to_be_bytes());
+    frame.extend_from_slice(&ip);
+    frame.extend_from_slice(&ends.src.port().to_be_bytes());
+    frame.extend_from_slice(&ends.dst.port().to_be_bytes());
+    frame.extend_from_slice(&udp_len.to_be_bytes());
+    frame.extend_from_slice(&[0, 0]);
+    frame.extend_from_slice(payload);
+    frame
+}
+
+/// The Internet checksum of an IPv4 header (RFC 791).
+fn ipv4_checksum(header: &[u8]) -> u16 {
+    let mut sum: u32 = header
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !u16::try_from(sum).unwrap_or(0)
+}

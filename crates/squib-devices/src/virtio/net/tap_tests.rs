@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::device::tests::harness::NetHarness;
 use super::{features as net, Net, NetConfig, NetError, Tap, VNET_HDR_LEN};
+use crate::virtio::test_utils::{self, UdpEnds};
 
 const GUEST_MAC: [u8; 6] = [6, 0, 10, 99, 0, 2];
 const HOST_IP: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 1);
@@ -45,38 +46,15 @@ fn parse_mac(text: &str) -> [u8; 6] {
     mac
 }
 
-fn ipv4_checksum(header: &[u8]) -> u16 {
-    let mut sum: u32 = header
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
-/// vnet header + Ethernet + IPv4 + UDP (checksum 0) carrying `payload`.
+/// A guest frame to `dst` from the guest's address and `src_port`.
 fn udp_frame(dst_mac: [u8; 6], dst: SocketAddrV4, src_port: u16, payload: &[u8]) -> Vec<u8> {
-    let mut f = vec![0u8; VNET_HDR_LEN];
-    f.extend_from_slice(&dst_mac);
-    f.extend_from_slice(&GUEST_MAC);
-    f.extend_from_slice(&0x0800u16.to_be_bytes());
-    let total = (20 + 8 + payload.len()) as u16;
-    let mut ip = vec![0x45, 0];
-    ip.extend_from_slice(&total.to_be_bytes());
-    ip.extend_from_slice(&[0, 1, 0x40, 0, 64, 17, 0, 0]);
-    ip.extend_from_slice(&GUEST_IP.octets());
-    ip.extend_from_slice(&dst.ip().octets());
-    let csum = ipv4_checksum(&ip);
-    ip[10..12].copy_from_slice(&csum.to_be_bytes());
-    f.extend_from_slice(&ip);
-    f.extend_from_slice(&src_port.to_be_bytes());
-    f.extend_from_slice(&dst.port().to_be_bytes());
-    f.extend_from_slice(&(8 + payload.len() as u16).to_be_bytes());
-    f.extend_from_slice(&[0, 0]);
-    f.extend_from_slice(payload);
-    f
+    let ends = UdpEnds {
+        src_mac: GUEST_MAC,
+        dst_mac,
+        src: SocketAddrV4::new(GUEST_IP, src_port),
+        dst,
+    };
+    test_utils::udp_frame(ends, payload)
 }
 
 fn wait_readable(fd: i32, timeout_ms: i32) -> bool {
