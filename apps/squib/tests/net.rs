@@ -134,7 +134,7 @@ fn assert_no_guest_failure(squib: &Squib) {
     let failed = squib
         .lines()
         .into_iter()
-        .find(|line| line.contains("SQUIB mmds failed") || line.contains("SQUIB net-tcp failed"));
+        .find(|line| line.contains("SQUIB ") && line.contains(" failed"));
     assert!(failed.is_none(), "{failed:?}\n{}", squib.report());
 }
 
