@@ -8,6 +8,8 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
+use squib_devices::virtio::test_utils::internet_checksum;
+
 static NEXT_ID: AtomicU16 = AtomicU16::new(0);
 
 /// The replies to one [`ping`] run.
@@ -18,17 +20,6 @@ pub struct PingResult {
     pub elapsed: Duration,
     /// Round-trip time of each answered request, by sequence number.
     pub rtts: Vec<Duration>,
-}
-
-fn checksum(data: &[u8]) -> u16 {
-    let mut sum: u32 = data
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !u16::try_from(sum).unwrap_or(0)
 }
 
 fn socket() -> io::Result<OwnedFd> {
@@ -79,7 +70,7 @@ fn send(fd: &OwnedFd, dst: Ipv4Addr, id: u16, seq: u16, size: usize) -> io::Resu
     for (i, byte) in packet[8..].iter_mut().enumerate() {
         *byte = (i % 251) as u8;
     }
-    let sum = checksum(&packet);
+    let sum = internet_checksum(&packet);
     packet[2..4].copy_from_slice(&sum.to_be_bytes());
     let addr = libc::sockaddr_in {
         sin_family: libc::AF_INET as libc::sa_family_t,

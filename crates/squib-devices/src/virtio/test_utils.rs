@@ -211,7 +211,7 @@ pub fn udp_frame(ends: UdpEnds, payload: &[u8]) -> Vec<u8> {
     ip.extend_from_slice(&[0, 0, 0x40, 0, 64, 17, 0, 0]);
     ip.extend_from_slice(&ends.src.ip().octets());
     ip.extend_from_slice(&ends.dst.ip().octets());
-    let sum = ipv4_checksum(&ip);
+    let sum = internet_checksum(&ip);
     ip[10..12].copy_from_slice(&sum.to_be_bytes());
     frame.extend_from_slice(&ip);
     frame.extend_from_slice(&ends.src.port().to_be_bytes());
@@ -222,9 +222,11 @@ pub fn udp_frame(ends: UdpEnds, payload: &[u8]) -> Vec<u8> {
     frame
 }
 
-/// The Internet checksum of an IPv4 header (RFC 791).
-fn ipv4_checksum(header: &[u8]) -> u16 {
-    let mut sum: u32 = header
+/// The Internet checksum (RFC 1071) of `data`: IPv4 headers, ICMP messages. An odd last
+/// byte counts as the high byte of a zero-padded word.
+#[must_use]
+pub fn internet_checksum(data: &[u8]) -> u16 {
+    let mut sum: u32 = data
         .chunks(2)
         .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
         .sum();
