@@ -164,13 +164,18 @@ fn squib_on_one_tap(tap: &HostTap, id: &str, extra: &[&str]) -> Squib {
         "/network-interfaces/eth0",
         &net_body("eth0", &tap.name, "06:00:ac:10:00:02"),
     );
-    put_ok(
-        &squib,
-        "/mmds/config",
-        &json!({"network_interfaces": ["eth0"], "version": "V2"}),
-    );
-    put_ok(&squib, "/mmds", &mmds_document(id));
+    put_mmds(&squib, "V2", id);
     squib
+}
+
+/// MMDS `version` on `eth0`, serving [`mmds_document`] with `hostname`.
+fn put_mmds(squib: &Squib, version: &str, hostname: &str) {
+    put_ok(
+        squib,
+        "/mmds/config",
+        &json!({"network_interfaces": ["eth0"], "version": version}),
+    );
+    put_ok(squib, "/mmds", &mmds_document(hostname));
 }
 
 /// Asserts that the capture saw traffic on the TAP, none of it to or from MMDS.
@@ -187,7 +192,7 @@ fn assert_mmds_stayed_off_the_tap(capture: Capture) {
 /// then, once the guest serves it back, fetches and compares it.
 struct Transfer {
     data: Arc<Vec<u8>>,
-    server: std::thread::JoinHandle<std::io::Result<(String, Duration)>>,
+    server: std::thread::JoinHandle<std::io::Result<String>>,
 }
 
 impl Transfer {
@@ -211,7 +216,7 @@ impl Transfer {
     /// Checks both directions; returns (guest download centis, host fetch time).
     fn check(self, squib: &Squib, tap: &HostTap) -> (u64, Duration) {
         let centis = guest_line(squib, "net-time op=download centis=", TRANSFER_TIMEOUT);
-        let (request, _) = self
+        let request = self
             .server
             .join()
             .expect("the HTTP server thread")
@@ -400,12 +405,7 @@ fn two_nics(kit: &GuestKit) {
         "/network-interfaces/eth1",
         &net_body("eth1", &tap_b.name, "06:00:ac:10:02:02"),
     );
-    put_ok(
-        &squib,
-        "/mmds/config",
-        &json!({"network_interfaces": ["eth0"], "version": "V1"}),
-    );
-    put_ok(&squib, "/mmds", &mmds_document("squib-two"));
+    put_mmds(&squib, "V1", "squib-two");
     boot(
         &squib,
         kit,
@@ -579,10 +579,8 @@ fn net_benchmark() {
     let download_cpu = cpu::thread_cpu(pid).since(&before_download);
     guest_line(&squib, "net serving", STEP_TIMEOUT);
     let before_upload = cpu::thread_cpu(pid);
-    let transfer_cpu_start = std::time::Instant::now();
     let (_, upload) = transfer.check(&squib, &tap);
     let upload_cpu = cpu::thread_cpu(pid).since(&before_upload);
-    eprintln!("upload CPU over {:?}", transfer_cpu_start.elapsed());
     let pings = icmp::ping(
         tap.guest_ip(),
         BENCH_PINGS,

@@ -1,6 +1,6 @@
 //! CPU time of a process's threads from `/proc/<pid>/task/*/stat`, split the way the
 //! network benchmark reports it: the VMM's event loop (the main thread, which runs the
-//! devices), the vCPU threads (the guest itself), and the rest (API, signals).
+//! devices) and the vCPU threads (the guest itself); the API and signal threads are left out.
 
 use std::time::Duration;
 
@@ -9,7 +9,6 @@ use std::time::Duration;
 pub struct ThreadCpu {
     pub event_loop: Duration,
     pub vcpus: Duration,
-    pub other: Duration,
 }
 
 impl ThreadCpu {
@@ -18,7 +17,6 @@ impl ThreadCpu {
         ThreadCpu {
             event_loop: self.event_loop.saturating_sub(earlier.event_loop),
             vcpus: self.vcpus.saturating_sub(earlier.vcpus),
-            other: self.other.saturating_sub(earlier.other),
         }
     }
 }
@@ -58,8 +56,6 @@ pub fn thread_cpu(pid: u32) -> ThreadCpu {
             cpu.event_loop += time;
         } else if name.starts_with("fc_vcpu") {
             cpu.vcpus += time;
-        } else {
-            cpu.other += time;
         }
     }
     cpu
@@ -71,5 +67,5 @@ fn parse_stat_reads_names_with_spaces_and_the_cpu_fields() {
     assert_eq!(parse_stat(line), Some(("fc_vcpu 0".to_owned(), 63600)));
     assert_eq!(parse_stat("garbage"), None);
     let gone = thread_cpu(u32::MAX);
-    assert_eq!(gone.event_loop + gone.vcpus + gone.other, Duration::ZERO);
+    assert_eq!(gone.event_loop + gone.vcpus, Duration::ZERO);
 }

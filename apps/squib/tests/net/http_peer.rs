@@ -62,13 +62,12 @@ fn read_head(stream: &mut TcpStream) -> io::Result<(String, Vec<u8>)> {
 }
 
 /// Answers one HTTP request on `listener`, whatever its path, with `body`; gives up when no
-/// client connects within `timeout`. The thread returns the request line and the time from
-/// the request to the last byte handed to the kernel.
+/// client connects within `timeout`. The thread returns the request line.
 pub fn serve_once(
     listener: TcpListener,
     body: std::sync::Arc<Vec<u8>>,
     timeout: Duration,
-) -> JoinHandle<io::Result<(String, Duration)>> {
+) -> JoinHandle<io::Result<String>> {
     std::thread::spawn(move || {
         listener.set_nonblocking(true)?;
         let deadline = Instant::now() + timeout;
@@ -85,7 +84,6 @@ pub fn serve_once(
         stream.set_read_timeout(Some(timeout))?;
         stream.set_write_timeout(Some(timeout))?;
         let (head, _) = read_head(&mut stream)?;
-        let start = Instant::now();
         let reply = format!(
             "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
             body.len()
@@ -93,8 +91,7 @@ pub fn serve_once(
         stream.write_all(reply.as_bytes())?;
         stream.write_all(&body)?;
         stream.flush()?;
-        let request_line = head.lines().next().unwrap_or_default().to_owned();
-        Ok((request_line, start.elapsed()))
+        Ok(head.lines().next().unwrap_or_default().to_owned())
     })
 }
 
@@ -122,7 +119,7 @@ fn serve_once_and_fetch_move_the_data_over_loopback() {
     let server = serve_once(listener, data.clone(), Duration::from_secs(10));
     let (body, _) = fetch(addr, "/net", Duration::from_secs(10)).expect("fetch");
     assert_eq!(body, *data);
-    let (request, _) = server.join().expect("server thread").expect("served");
+    let request = server.join().expect("server thread").expect("served");
     assert_eq!(request, "GET /net HTTP/1.0");
     assert_eq!(
         sha256_hex(b"netdata\n"),
