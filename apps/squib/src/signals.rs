@@ -1,4 +1,4 @@
-//! Firecracker's fatal-signal handling: exit codes, metrics and log lines (facts §3).
+//! Firecracker's fatal-signal handling: exit codes, metrics and log lines.
 //!
 //! | signal  | exit code | metric                 |
 //! |---------|-----------|------------------------|

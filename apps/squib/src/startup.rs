@@ -9,7 +9,7 @@ use squib_api::channel::api_channel;
 use squib_api::mirror::StateMirror;
 use squib_api::server::{ApiServer, ApiServerConfig};
 use squib_logger::metrics::METRICS;
-use squib_vmm::control::ControlEvents;
+use squib_vmm::event_sources::ControlEvents;
 use squib_vmm::exit_code::FcExitCode;
 use squib_vmm::vmm::{Vmm, VmmOptions};
 

@@ -1,22 +1,17 @@
 //! What the API thread hands to the VMM event loop: one [`ApiAction`] per request, answered
 //! with one [`ApiResponse`].
 //!
-//! Actions carry validated payloads only. [`ApiAction::admission`] encodes Firecracker's
-//! pre-boot / post-boot table (`rpc_interface.rs`); the VMM applies it in one place.
-//! [`ApiAction::class`] selects the API thread's reply timeout.
+//! [`ApiAction`] itself is generated from the one table of actions in [`crate::table`]; this
+//! module holds the vocabulary that table is written in: [`ActionSpec`] (label, [`Admission`],
+//! [`ActionClass`] and its timeout, [`RequestCounter`], fault prefix) and [`ApiResponse`].
 
 use std::fmt::Display;
 use std::time::Duration;
 
 use serde::Serialize;
+use squib_logger::metrics::IncMetric;
 
-use crate::schemas::{
-    BalloonConfig, BalloonHintingOp, BalloonStatsUpdate, BalloonUpdate, BootSourceConfig,
-    CpuConfig, DriveConfig, DriveId, DrivePatch, EntropyConfig, HotplugMemoryConfig,
-    HotplugMemoryUpdate, IfaceId, InstanceAction, LoggerConfig, MachineConfig, MachineConfigPatch,
-    MetricsConfig, MmdsConfig, MmdsContents, NetworkInterfaceConfig, NetworkPatch, PmemConfig,
-    PmemPatch, SerialConfig, SnapshotCreateConfig, SnapshotLoadConfig, VmStateChange, VsockConfig,
-};
+pub use crate::table::ApiAction;
 
 /// Per-action class: how long the API thread waits for the VMM's reply.
 #[derive(Debug, Clone, Copy, Eq, PartialEq)]
@@ -74,159 +69,61 @@ pub enum Admission {
     Always,
 }
 
-/// One request for the VMM event loop.
-#[derive(Debug)]
-#[allow(missing_docs)]
-pub enum ApiAction {
-    GetVmConfig,
-    GetMachineConfig,
-    GetMmds,
-    GetBalloon,
-    GetBalloonStats,
-    GetBalloonHintingStatus,
-    GetHotplugMemory,
-    PutBootSource(BootSourceConfig),
-    PutDrive(DriveConfig),
-    PatchDrive(DrivePatch),
-    DeleteDrive { drive_id: DriveId },
-    PutNetwork(NetworkInterfaceConfig),
-    PatchNetwork(NetworkPatch),
-    DeleteNetwork { iface_id: IfaceId },
-    PutVsock(VsockConfig),
-    PutMmds(MmdsContents),
-    PatchMmds(MmdsContents),
-    PutMmdsConfig(MmdsConfig),
-    PutBalloon(BalloonConfig),
-    PatchBalloon(BalloonUpdate),
-    PatchBalloonStats(BalloonStatsUpdate),
-    PatchBalloonHinting { op: BalloonHintingOp },
-    PutEntropy(EntropyConfig),
-    PutSerial(SerialConfig),
-    PutPmem(PmemConfig),
-    PatchPmem(PmemPatch),
-    DeletePmem { pmem_id: DriveId },
-    PutHotplugMemory(HotplugMemoryConfig),
-    PatchHotplugMemory(HotplugMemoryUpdate),
-    PutCpuConfig(CpuConfig),
-    PutMachineConfig(MachineConfig),
-    PatchMachineConfig(MachineConfigPatch),
-    PutLogger(LoggerConfig),
-    PutMetrics(MetricsConfig),
-    Action(InstanceAction),
-    PatchVm(VmStateChange),
-    SnapshotCreate(SnapshotCreateConfig),
-    SnapshotLoad(SnapshotLoadConfig),
+/// Firecracker's per-route request counters (`get_api_requests.machine_cfg_count`,
+/// `put_api_requests.drive_count` and `drive_fails`, ...).
+#[derive(Debug, Clone, Copy)]
+pub struct RequestCounter {
+    /// Counts every request the VMM handles on the route.
+    pub count: &'static IncMetric,
+    /// Counts the refused ones, where Firecracker keeps such a counter.
+    pub fails: Option<&'static IncMetric>,
+}
+
+/// Everything squib knows about one action besides its payload: one row of the table in
+/// [`crate::table`], read by the router, the API thread's timeout, the VMM's admission gate,
+/// the request counters and the VMM's fault messages.
+#[derive(Debug, Clone, Copy)]
+pub struct ActionSpec {
+    /// Names the action in log lines and timeout messages (`PUT /drives`, `InstanceStart`).
+    pub label: &'static str,
+    /// When the action is allowed.
+    pub admission: Admission,
+    /// How long the API thread waits for the VMM.
+    pub class: ActionClass,
+    /// The request counters, when Firecracker keeps some for the route.
+    pub counter: Option<RequestCounter>,
+    /// Firecracker's `<resource> error` prefix of this action's fault messages.
+    pub fault_prefix: &'static str,
+}
+
+impl ActionSpec {
+    /// Count one handled request, and its failure when `response` is a fault.
+    pub fn count(&self, response: &ApiResponse) {
+        let Some(counter) = self.counter else { return };
+        counter.count.inc();
+        if let (Some(fails), ApiResponse::Fault { .. }) = (counter.fails, response) {
+            fails.inc();
+        }
+    }
 }
 
 impl ApiAction {
     /// The timeout class.
     #[must_use]
-    pub const fn class(&self) -> ActionClass {
-        match self {
-            Self::Action(InstanceAction::InstanceStart) => ActionClass::InstanceStart,
-            Self::Action(_) => ActionClass::Other,
-            Self::PatchVm(_) => ActionClass::VmStateChange,
-            Self::PatchBalloon(_) => ActionClass::BalloonResize,
-            Self::SnapshotCreate(_) => ActionClass::SnapshotCreate,
-            Self::SnapshotLoad(_) => ActionClass::SnapshotLoad,
-            _ => ActionClass::PreBootConfig,
-        }
+    pub fn class(&self) -> ActionClass {
+        self.spec().class
     }
 
-    /// Firecracker's state table (facts §1). Post-boot `PUT` of drives, network interfaces
-    /// and pmem is PCI hotplug, so those are [`Admission::Always`].
+    /// When Firecracker accepts the action.
     #[must_use]
-    pub const fn admission(&self) -> Admission {
-        use ApiAction as A;
-        match self {
-            A::GetVmConfig
-            | A::GetMachineConfig
-            | A::GetMmds
-            | A::GetBalloon
-            | A::PutDrive(_)
-            | A::PutNetwork(_)
-            | A::PutPmem(_)
-            | A::PutMmds(_)
-            | A::PatchMmds(_) => Admission::Always,
-            A::PutBootSource(_)
-            | A::PutVsock(_)
-            | A::PutMmdsConfig(_)
-            | A::PutBalloon(_)
-            | A::PutEntropy(_)
-            | A::PutSerial(_)
-            | A::PutHotplugMemory(_)
-            | A::PutCpuConfig(_)
-            | A::PutMachineConfig(_)
-            | A::PatchMachineConfig(_)
-            | A::PutLogger(_)
-            | A::PutMetrics(_)
-            | A::Action(InstanceAction::InstanceStart)
-            | A::SnapshotLoad(_) => Admission::PreBootOnly,
-            A::GetBalloonStats
-            | A::GetBalloonHintingStatus
-            | A::GetHotplugMemory
-            | A::PatchDrive(_)
-            | A::DeleteDrive { .. }
-            | A::PatchNetwork(_)
-            | A::DeleteNetwork { .. }
-            | A::PatchPmem(_)
-            | A::DeletePmem { .. }
-            | A::PatchBalloon(_)
-            | A::PatchBalloonStats(_)
-            | A::PatchBalloonHinting { .. }
-            | A::PatchHotplugMemory(_)
-            | A::Action(InstanceAction::FlushMetrics | InstanceAction::SendCtrlAltDel)
-            | A::PatchVm(_)
-            | A::SnapshotCreate(_) => Admission::PostBootOnly,
-        }
+    pub fn admission(&self) -> Admission {
+        self.spec().admission
     }
 
-    /// Route label for log lines.
+    /// The action's name in log lines.
     #[must_use]
-    pub const fn label(&self) -> &'static str {
-        use ApiAction as A;
-        match self {
-            A::GetVmConfig => "GET /vm/config",
-            A::GetMachineConfig => "GET /machine-config",
-            A::GetMmds => "GET /mmds",
-            A::GetBalloon => "GET /balloon",
-            A::GetBalloonStats => "GET /balloon/statistics",
-            A::GetBalloonHintingStatus => "GET /balloon/hinting/status",
-            A::GetHotplugMemory => "GET /hotplug/memory",
-            A::PutBootSource(_) => "PUT /boot-source",
-            A::PutDrive(_) => "PUT /drives",
-            A::PatchDrive(_) => "PATCH /drives",
-            A::DeleteDrive { .. } => "DELETE /drives",
-            A::PutNetwork(_) => "PUT /network-interfaces",
-            A::PatchNetwork(_) => "PATCH /network-interfaces",
-            A::DeleteNetwork { .. } => "DELETE /network-interfaces",
-            A::PutVsock(_) => "PUT /vsock",
-            A::PutMmds(_) => "PUT /mmds",
-            A::PatchMmds(_) => "PATCH /mmds",
-            A::PutMmdsConfig(_) => "PUT /mmds/config",
-            A::PutBalloon(_) => "PUT /balloon",
-            A::PatchBalloon(_) => "PATCH /balloon",
-            A::PatchBalloonStats(_) => "PATCH /balloon/statistics",
-            A::PatchBalloonHinting { .. } => "PATCH /balloon/hinting",
-            A::PutEntropy(_) => "PUT /entropy",
-            A::PutSerial(_) => "PUT /serial",
-            A::PutPmem(_) => "PUT /pmem",
-            A::PatchPmem(_) => "PATCH /pmem",
-            A::DeletePmem { .. } => "DELETE /pmem",
-            A::PutHotplugMemory(_) => "PUT /hotplug/memory",
-            A::PatchHotplugMemory(_) => "PATCH /hotplug/memory",
-            A::PutCpuConfig(_) => "PUT /cpu-config",
-            A::PutMachineConfig(_) => "PUT /machine-config",
-            A::PatchMachineConfig(_) => "PATCH /machine-config",
-            A::PutLogger(_) => "PUT /logger",
-            A::PutMetrics(_) => "PUT /metrics",
-            A::Action(InstanceAction::InstanceStart) => "InstanceStart",
-            A::Action(InstanceAction::FlushMetrics) => "FlushMetrics",
-            A::Action(InstanceAction::SendCtrlAltDel) => "SendCtrlAltDel",
-            A::PatchVm(_) => "PATCH /vm",
-            A::SnapshotCreate(_) => "PUT /snapshot/create",
-            A::SnapshotLoad(_) => "PUT /snapshot/load",
-        }
+    pub fn label(&self) -> &'static str {
+        self.spec().label
     }
 }
 
@@ -259,7 +156,12 @@ impl ApiResponse {
 
 #[cfg(test)]
 mod tests {
+    use squib_logger::metrics::METRICS;
+
     use super::*;
+    use crate::schemas::{
+        BalloonUpdate, DriveId, DrivePatch, EntropyConfig, InstanceAction, MmdsContents,
+    };
 
     #[test]
     fn classes_and_timeouts() {
@@ -319,6 +221,30 @@ mod tests {
                 status: 400,
                 fault_message: "x".into()
             }
+        );
+    }
+
+    #[test]
+    fn a_refused_action_counts_as_a_request_and_a_failure() {
+        let put = &METRICS.put_api_requests;
+        let before = (put.actions_count.count(), put.actions_fails.count());
+        let spec = ApiAction::Action(InstanceAction::FlushMetrics).spec();
+        spec.count(&ApiResponse::fault("refused"));
+        spec.count(&ApiResponse::NoContent);
+        assert_eq!(put.actions_count.count(), before.0 + 2);
+        assert_eq!(put.actions_fails.count(), before.1 + 1);
+    }
+
+    #[test]
+    fn labels_name_the_route_or_the_instance_action() {
+        assert_eq!(ApiAction::GetMmds.label(), "GET /mmds");
+        assert_eq!(
+            ApiAction::DeletePmem(DriveId::try_from("p").unwrap()).label(),
+            "DELETE /pmem"
+        );
+        assert_eq!(
+            ApiAction::Action(InstanceAction::SendCtrlAltDel).label(),
+            "SendCtrlAltDel"
         );
     }
 }

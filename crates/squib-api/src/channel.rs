@@ -1,10 +1,13 @@
 //! The API -> VMM channel: a bounded queue of [`ApiRequest`]s, each with a oneshot for the
 //! reply, plus the VMM's wake eventfd, written after each send so its epoll loop notices.
 //!
-//! The receiving side is synchronous ([`ApiReceiver::try_recv`]) so the VMM thread needs no
-//! tokio runtime.
+//! Built on `futures-channel`, which needs no runtime: the API thread awaits on its tokio
+//! runtime, the VMM thread takes requests with a plain [`ApiReceiver::try_recv`], and the VMM
+//! crate links no tokio.
 
-use tokio::sync::{mpsc, oneshot};
+use std::future::poll_fn;
+
+use futures_channel::{mpsc, oneshot};
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::action::{ApiAction, ApiResponse};
@@ -54,32 +57,57 @@ impl ApiRequest {
     }
 }
 
-/// The API thread's end.
-#[derive(Debug, Clone)]
+/// The API thread's end. There is one (it is not `Clone`): the API thread keeps it behind a
+/// lock, so the queue really holds at most the channel's capacity, timed-out requests included.
+#[derive(Debug)]
 pub struct ApiSender {
     tx: mpsc::Sender<ApiRequest>,
-    wake: std::sync::Arc<EventFd>,
+    wake: EventFd,
+}
+
+/// A queued request's reply, still to come.
+#[derive(Debug)]
+pub struct PendingReply(oneshot::Receiver<ApiResponse>);
+
+impl PendingReply {
+    /// Wait for the VMM's answer.
+    ///
+    /// # Errors
+    /// [`ChannelError::NoReply`] when the VMM dropped the request.
+    pub async fn wait(self) -> Result<ApiResponse, ChannelError> {
+        self.0.await.map_err(|_| ChannelError::NoReply)
+    }
 }
 
 impl ApiSender {
-    /// Queue `action`, wake the VMM, and wait for its reply (no timeout here: the caller
-    /// bounds the whole call).
+    /// Queue `action`, waiting while the queue is full, and wake the VMM.
     ///
     /// # Errors
-    /// [`ChannelError`] when the VMM side is gone.
-    pub async fn call(&self, action: ApiAction) -> Result<ApiResponse, ChannelError> {
+    /// [`ChannelError::Closed`] when the VMM side is gone.
+    pub async fn send(&mut self, action: ApiAction) -> Result<PendingReply, ChannelError> {
+        poll_fn(|cx| self.tx.poll_ready(cx))
+            .await
+            .map_err(|_| ChannelError::Closed)?;
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(ApiRequest {
+            .start_send(ApiRequest {
                 action,
                 reply: ApiReply(reply),
             })
-            .await
             .map_err(|_| ChannelError::Closed)?;
         if let Err(e) = self.wake.write(1) {
             log::error!("Failed to wake the VMM for an API request: {e}");
         }
-        rx.await.map_err(|_| ChannelError::NoReply)
+        Ok(PendingReply(rx))
+    }
+
+    /// [`ApiSender::send`], then wait for the reply (no timeout here: the caller bounds the
+    /// whole call).
+    ///
+    /// # Errors
+    /// [`ChannelError`] when the VMM side is gone or dropped the request.
+    pub async fn call(&mut self, action: ApiAction) -> Result<ApiResponse, ChannelError> {
+        self.send(action).await?.wait().await
     }
 }
 
@@ -99,14 +127,9 @@ impl ApiReceiver {
 /// A channel holding up to `capacity` requests (at least 1); `wake` is written after each send.
 #[must_use]
 pub fn api_channel(capacity: usize, wake: EventFd) -> (ApiSender, ApiReceiver) {
-    let (tx, rx) = mpsc::channel(capacity.max(1));
-    (
-        ApiSender {
-            tx,
-            wake: std::sync::Arc::new(wake),
-        },
-        ApiReceiver { rx },
-    )
+    // futures' bounded channel holds `buffer` messages plus one per sender (there is one).
+    let (tx, rx) = mpsc::channel(capacity.max(1) - 1);
+    (ApiSender { tx, wake }, ApiReceiver { rx })
 }
 
 #[cfg(test)]
@@ -118,7 +141,7 @@ mod tests {
     fn request_round_trip_wakes_the_vmm() {
         let wake = EventFd::new(EFD_NONBLOCK).unwrap();
         let observer = wake.try_clone().unwrap();
-        let (tx, mut rx) = api_channel(4, wake);
+        let (mut tx, mut rx) = api_channel(4, wake);
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
@@ -139,7 +162,7 @@ mod tests {
 
     #[test]
     fn closed_receiver_is_an_error() {
-        let (tx, rx) = api_channel(1, EventFd::new(EFD_NONBLOCK).unwrap());
+        let (mut tx, rx) = api_channel(1, EventFd::new(EFD_NONBLOCK).unwrap());
         drop(rx);
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
@@ -148,5 +171,24 @@ mod tests {
             rt.block_on(tx.call(ApiAction::GetMmds)),
             Err(ChannelError::Closed)
         ));
+    }
+
+    #[test]
+    fn a_full_queue_holds_the_next_sender_back() {
+        let (mut tx, mut rx) = api_channel(1, EventFd::new(EFD_NONBLOCK).unwrap());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let _first = rt.block_on(tx.send(ApiAction::GetMmds)).unwrap();
+        let short = std::time::Duration::from_millis(20);
+        let second = rt.block_on(tokio::time::timeout(short, tx.send(ApiAction::GetMmds)));
+        assert!(
+            second.is_err(),
+            "a second request was queued past capacity 1"
+        );
+        assert!(rx.try_recv().is_some());
+        let third = rt.block_on(tokio::time::timeout(short, tx.send(ApiAction::GetMmds)));
+        assert!(third.is_ok(), "taking the first request must make room");
     }
 }

@@ -1,10 +1,14 @@
 //! Firecracker-compatible HTTP API for squib.
 //!
-//! The API thread (`fc_api`) parses each request into a validated [`action::ApiAction`]
+//! Every action is one row of [`table`]: route, payload, admission, timeout class, request
+//! counters, fault prefix and the VMM handler's name. The API thread (`fc_api`, the `server`
+//! feature) parses each request with [`routes`] into a validated [`action::ApiAction`]
 //! (`Raw*` body -> `TryFrom` -> validated type in [`schemas`]), hands it to the VMM event loop
-//! over [`channel`], and waits for the reply with the action class's timeout. `GET /` and
+//! over [`channel`], and waits for the reply with the action's timeout. `GET /` and
 //! `GET /version` are answered on the API thread from [`mirror::StateMirror`] and [`version`].
-//! No KVM or device code lives here.
+//!
+//! Without the `server` feature the crate is the table, the request types and the channel:
+//! what the VMM links, with no HTTP stack or async runtime. No KVM or device code lives here.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -14,7 +18,9 @@ pub mod error;
 pub mod mirror;
 pub mod routes;
 pub mod schemas;
+#[cfg(feature = "server")]
 pub mod server;
+pub mod table;
 pub mod version;
 
 /// Firecracker's answer to a post-boot-only request before `InstanceStart`.

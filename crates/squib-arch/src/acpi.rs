@@ -1,7 +1,7 @@
 //! ACPI tables: RSDP, XSDT, FADT, MADT and DSDT, so that a kernel reading ACPI finds every
 //! vCPU, the I/O APIC, COM1, the i8042 and every virtio-mmio device.
 //!
-//! What is written, following Firecracker (`vmm/src/acpi/`, facts §4):
+//! What is written, following Firecracker (`vmm/src/acpi/`):
 //! - DSDT: `_SB_.COM1` (PNP0501), `_SB_.PS2_` (PNP0303) and one `LNRO0005` device per
 //!   virtio-mmio slot (module `dsdt`). No `_S5_`: Firecracker has no ACPI power management.
 //! - FADT: hardware-reduced ACPI, power and sleep buttons as control-method devices, IA-PC boot

@@ -1,7 +1,7 @@
 //! What the kernel reads at entry: the command line, the memory map, the initrd and the RSDP
 //! address, as a Linux zero page (`boot_params`) or as a PVH `hvm_start_info`.
 //!
-//! Follows Firecracker (`arch/x86_64/mod.rs` `configure_system`, facts §4):
+//! Follows Firecracker (`arch/x86_64/mod.rs` `configure_system`):
 //! - the command line goes to [`CMDLINE_START`] (at most [`CMDLINE_MAX_SIZE`] bytes with NUL);
 //! - the memory map is [0, [`EBDA_START`]) RAM, the system-memory area
 //!   [[`SYSTEM_MEM_START`], [`RSDP_ADDR`]) reserved (MP and ACPI tables), then RAM from

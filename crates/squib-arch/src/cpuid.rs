@@ -1,7 +1,7 @@
 //! CPUID for a vCPU: what `KVM_GET_SUPPORTED_CPUID` offers, normalised for the guest's
 //! topology, and trimmed of what the host cannot run.
 //!
-//! Like Firecracker (`cpu_config/x86_64/cpuid/normalize.rs`, facts §4 "vCPU setup") the
+//! Like Firecracker (`cpu_config/x86_64/cpuid/normalize.rs`) the
 //! supported set is adjusted per vCPU:
 //! - leaf 1: initial APIC id = vCPU index, logical processor count, CLFLUSH size, HTT when
 //!   there is more than one vCPU, and the hypervisor bit;

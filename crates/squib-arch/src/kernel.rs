@@ -1,6 +1,6 @@
 //! Loading the guest kernel (ELF `vmlinux` or bzImage) and the initrd into guest memory.
 //!
-//! Order and rules follow Firecracker (facts §4 "Kernel formats & boot protocol"):
+//! Order and rules follow Firecracker:
 //! - ELF first, with linux-loader's `Elf` loader and high memory at [`HIMEM_START`]. If the
 //!   image carries the Xen `PHYS32_ENTRY` note the guest starts with the PVH protocol at that
 //!   entry; otherwise with the Linux 64-bit boot protocol at the ELF entry.

@@ -2,7 +2,7 @@
 //!
 //! One table of constants so that the loaders, the boot structures, the MP and ACPI tables,
 //! the device manager and the E820 map agree. The values are Firecracker's
-//! (`src/vmm/src/arch/x86_64/layout.rs`, facts §4 "Memory layout"), so that a guest sees
+//! (`src/vmm/src/arch/x86_64/layout.rs`), so that a guest sees
 //! the same machine under squib as under Firecracker:
 //!
 //! ```text

@@ -1,6 +1,6 @@
 //! Guest RAM: where it lies around the 32-bit MMIO hole, and creating it.
 //!
-//! Like Firecracker (`arch/x86_64/mod.rs` `arch_memory_regions`, facts §4) RAM starts at 0 and
+//! Like Firecracker (`arch/x86_64/mod.rs` `arch_memory_regions`) RAM starts at 0 and
 //! runs up to [`MMIO32_START`] (3 GiB); whatever does not fit below the hole continues at
 //! [`RAM_64BIT_START`] (4 GiB). Each region is one anonymous private mapping with
 //! `MAP_NORESERVE`: untouched guest memory costs the host no RSS and no swap reservation, so

@@ -2,7 +2,7 @@
 //!
 //! A kernel built without ACPI (or booted with `acpi=off`) finds its vCPUs and the I/O APIC
 //! only through this table, and routes the legacy ISA interrupts through the I/O APIC only if
-//! the table lists them. Following Firecracker (`arch/x86_64/mptable.rs`, facts §4) it holds:
+//! the table lists them. Following Firecracker (`arch/x86_64/mptable.rs`) it holds:
 //! one processor entry per vCPU (APIC id = vCPU index, vCPU 0 is the bootstrap processor),
 //! one ISA bus, one I/O APIC with id `num_cpus + 1`, one I/O interrupt entry per ISA IRQ
 //! `0..=23` (identity-mapped to the same I/O APIC pin) and the two local interrupts

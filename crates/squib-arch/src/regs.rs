@@ -1,7 +1,7 @@
 //! A vCPU's boot state: general and special registers, the boot GDT/IDT and page tables in
 //! guest memory, FPU, boot MSRs and the local APIC's LINT pins.
 //!
-//! Follows Firecracker (`arch/x86_64/regs.rs`, `msr.rs`, `interrupts.rs`; facts §4):
+//! Follows Firecracker (`arch/x86_64/regs.rs`, `msr.rs`, `interrupts.rs`):
 //! - Linux 64-bit boot: long mode (EFER LME|LMA, CR0 PE|PG, CR4 PAE, CR3 = [`PML4_START`])
 //!   with an identity map of the first 1 GiB in 2 MiB pages, `rip` = entry, `rsp` = `rbp` =
 //!   [`BOOT_STACK_POINTER`], `rsi` = [`ZERO_PAGE_START`].

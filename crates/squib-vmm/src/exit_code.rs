@@ -1,4 +1,4 @@
-//! Process exit codes, Firecracker's `FcExitCode` (facts §3): launchers act on them.
+//! Process exit codes, Firecracker's `FcExitCode`: launchers act on them.
 
 /// Why the process exits, as the number a launcher sees.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,8 +1,10 @@
 //! The squib VMM: everything between the API and KVM.
 //!
 //! - [`resources`]: the store every PUT/PATCH updates and `InstanceStart` builds from.
-//! - [`controller`]: the one admission gate (pre-boot / post-boot) and the action dispatch;
-//!   `handlers` hold what each action does.
+//! - [`controller`]: the one admission gate (pre-boot / post-boot) and the action dispatch,
+//!   both read from squib-api's action table; `handlers` hold what each action does.
+//! - [`event_sources`]: the VMM's own eventfds and timer on the event loop (API wake-ups,
+//!   vCPU stops, guest reset, periodic metrics).
 //! - [`builder`]: resources -> a running microVM, as named steps.
 //! - [`vstate`]: the KVM VM and the vCPU threads.
 //! - [`device_manager`]: buses, slots and interrupt routes for the devices.
@@ -14,17 +16,14 @@
 
 pub mod builder;
 pub mod config_file;
-pub mod control;
 pub mod controller;
 pub mod device_manager;
+pub mod event_sources;
 pub mod exit_code;
 mod handlers;
-mod logging;
-mod metrics;
+mod limiter_config;
 pub mod mmds_interceptor;
 pub mod net;
-mod rate_limiter;
-mod request_metrics;
 pub mod resources;
 pub mod vmm;
 pub mod vstate;

@@ -1,20 +1,20 @@
 //! Network interfaces between the API and the virtio-net device: the TAP opened at
 //! `PUT /network-interfaces` time (as Firecracker, so a bad TAP fails the PUT, not the boot),
 //! the device built from it at `InstanceStart` with its rate limiters and, for interfaces
-//! listed in `PUT /mmds/config`, an MMDS endpoint, and the post-boot rate-limiter PATCH.
+//! listed in `PUT /mmds/config`, an MMDS endpoint.
 
 use std::sync::{Arc, Mutex, PoisonError};
 
 use squib_api::schemas::{
     MmdsConfig, MmdsVersion as ApiMmdsVersion, NetworkInterfaceConfig, RateLimiterConfig,
 };
-use squib_devices::virtio::net::{Net, NetConfig, NetError, RateLimiterUpdate, Tap, TapIo};
+use squib_devices::virtio::net::{Net, NetConfig, NetError, Tap, TapIo};
 use squib_mmds::{
     GuestAccess, MmdsStack, MmdsVersion, SharedTokenAuthority, TokenAuthority, DEFAULT_MAC_ADDR,
 };
 
+use crate::limiter_config::build_rate_limiter;
 use crate::mmds_interceptor::{MmdsInterceptor, SharedMmdsStore};
-use crate::rate_limiter::{bucket_update, build_rate_limiter};
 
 /// A configured network interface and the TAP opened for it.
 #[derive(Debug)]
@@ -79,15 +79,6 @@ impl NetInterface {
     }
 }
 
-/// One direction of a `PATCH /network-interfaces`: omitted means unchanged.
-#[must_use]
-pub fn rate_limiter_update(config: Option<&RateLimiterConfig>) -> RateLimiterUpdate {
-    config.map_or_else(RateLimiterUpdate::unchanged, |c| RateLimiterUpdate {
-        bandwidth: bucket_update(c.bandwidth.as_ref()),
-        ops: bucket_update(c.ops.as_ref()),
-    })
-}
-
 /// What every interface's MMDS endpoint shares: the document and the V2 token authority.
 #[derive(Debug, Clone)]
 pub struct MmdsShared {
@@ -139,8 +130,6 @@ impl MmdsShared {
 mod tests {
     use squib_api::schemas::IfaceId;
 
-    use squib_devices::rate_limiter::BucketUpdate;
-
     use super::*;
 
     fn mmds_config(ifaces: &[&str]) -> MmdsConfig {
@@ -160,30 +149,5 @@ mod tests {
         let shared = MmdsShared::new(mmds_config(&["eth0"]), SharedMmdsStore::new(1024));
         assert!(shared.interceptor_for("eth0").is_some());
         assert!(shared.interceptor_for("eth1").is_none());
-    }
-
-    #[test]
-    fn patch_keeps_omitted_directions_and_buckets() {
-        let none = rate_limiter_update(None);
-        assert!(matches!(none.bandwidth, BucketUpdate::None));
-        assert!(matches!(none.ops, BucketUpdate::None));
-        let config: RateLimiterConfig = serde_json::from_value(serde_json::json!({
-            "bandwidth": {"size": 65536, "refill_time": 1000},
-            "ops": {"size": 0, "refill_time": 100}
-        }))
-        .unwrap();
-        let update = rate_limiter_update(Some(&config));
-        assert!(matches!(update.bandwidth, BucketUpdate::Update(_)));
-        assert!(matches!(update.ops, BucketUpdate::Disabled));
-    }
-
-    #[test]
-    fn limiter_with_zero_buckets_is_unlimited() {
-        let config: RateLimiterConfig = serde_json::from_value(serde_json::json!({
-            "bandwidth": {"size": 0, "refill_time": 1000}
-        }))
-        .unwrap();
-        let limiter = build_rate_limiter(&config).unwrap();
-        assert!(limiter.bandwidth().is_none());
     }
 }

@@ -17,11 +17,11 @@ use squib_api::schemas::{
 use squib_devices::virtio::block::{Block, BlockConfig, BlockError, CacheMode};
 use squib_devices::virtio::net::NetError;
 
+use crate::limiter_config::build_rate_limiter;
 use crate::mmds_interceptor::SharedMmdsStore;
 use crate::net::NetInterface;
-use crate::rate_limiter::build_rate_limiter;
 
-/// Firecracker's default kernel command line when `boot_args` is absent (facts §4).
+/// Firecracker's default kernel command line when `boot_args` is absent.
 pub const DEFAULT_KERNEL_CMDLINE: &str =
     "reboot=k panic=1 nomodule 8250.nr_uarts=0 i8042.noaux i8042.nomux i8042.dumbkbd swiotlb=noforce";
 

@@ -9,10 +9,9 @@ use squib_api::channel::ApiReceiver;
 use squib_api::mirror::{StateMirror, VmState};
 
 use crate::builder::{RunningVm, Subscriber};
-use crate::control::{ControlEvents, ControlFlags};
+use crate::event_sources::{ControlEvents, ControlFlags};
 use crate::exit_code::FcExitCode;
 use crate::mmds_interceptor::SharedMmdsStore;
-use crate::request_metrics::RequestCounters;
 use crate::resources::VmResources;
 use crate::vstate::vcpu::{StopNotifier, StopReason};
 
@@ -129,7 +128,7 @@ impl Vmm {
                 return self.vcpu_stopped();
             }
             if fired.metrics {
-                crate::metrics::write_periodic();
+                crate::handlers::metrics::write_periodic();
             }
             if fired.api {
                 self.serve_api();
@@ -152,9 +151,9 @@ impl Vmm {
     fn serve_api(&mut self) {
         while let Some(request) = self.api.as_mut().and_then(ApiReceiver::try_recv) {
             let (action, reply) = request.into_parts();
-            let counters = RequestCounters::of(&action);
+            let spec = action.spec();
             let response = self.handle_action(action);
-            counters.record(&response);
+            spec.count(&response);
             reply.respond(response);
             if self.exit.is_some() {
                 return;

@@ -1,6 +1,6 @@
 //! The command line as a launcher meets it: `--version`, and the exit codes and messages of
 //! bad arguments (153), a bad `--level` (152), `--no-api` without `--config-file` (153) and
-//! an API socket path already in use (facts §3).
+//! an API socket path already in use.
 
 use crate::support::{arg_path, run_to_exit, workdir};
 

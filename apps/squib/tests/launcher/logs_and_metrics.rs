@@ -1,6 +1,6 @@
 //! The log file and metrics as a launcher reads them before any boot: Firecracker's line
 //! format and the lines launchers wait for, in order; `PUT /metrics` set once; the
-//! `FlushMetrics` action refused before boot (facts §1-§3).
+//! `FlushMetrics` action refused before boot.
 
 use std::time::Duration;
 

@@ -1,6 +1,6 @@
 //! What a launcher does around the process, shared by the launcher tests: run squib to its
 //! exit with a timeout, keep a raw child to send it signals, read the log file and the
-//! metrics file, and the metric keys Firecracker writes (facts §2 "Metrics").
+//! metrics file, and the metric keys Firecracker writes.
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;

@@ -1,5 +1,6 @@
 use super::*;
-use crate::schemas::{BalloonHintingOp, InstanceAction, VmStateChange};
+use crate::schemas::{InstanceAction, VmStateChange};
+use crate::table::ROUTES;
 
 fn ok(method: &str, path: &str, body: &str) -> ApiAction {
     match parse_request(method, path, body.as_bytes()) {
@@ -61,15 +62,11 @@ fn body_presence_rules() {
     );
     assert!(matches!(
         ok("PATCH", "/balloon/hinting/start", ""),
-        ApiAction::PatchBalloonHinting {
-            op: BalloonHintingOp::Start(_)
-        }
+        ApiAction::StartBalloonHinting(_)
     ));
     assert!(matches!(
         ok("PATCH", "/balloon/hinting/stop", ""),
-        ApiAction::PatchBalloonHinting {
-            op: BalloonHintingOp::Stop
-        }
+        ApiAction::StopBalloonHinting
     ));
 }
 
@@ -92,7 +89,7 @@ fn ids_are_checked_and_matched() {
     );
     assert!(matches!(
         ok("DELETE", "/pmem/p0", ""),
-        ApiAction::DeletePmem { .. }
+        ApiAction::DeletePmem(_)
     ));
 }
 
@@ -215,4 +212,28 @@ fn validation_errors_carry_the_resource_prefix() {
     )
     .starts_with("Machine config error: The number of vCPUs"));
     assert_eq!(err("PUT", "/mmds/config", r#"{"network_interfaces":[]}"#), "MMMDS config error: The list of network interface IDs that allow forwarding MMDS requests is empty.");
+}
+
+#[test]
+fn every_row_has_its_own_route() {
+    for (i, a) in ROUTES.iter().enumerate() {
+        for b in &ROUTES[i + 1..] {
+            assert!(
+                !(a.method == b.method && a.path == b.path && a.with_id == b.with_id),
+                "{:?} {} is in the table twice",
+                a.method,
+                a.path
+            );
+        }
+    }
+}
+
+#[test]
+fn the_router_hands_the_row_its_fault_prefix() {
+    assert_eq!(
+        err("PUT", "/machine-config", r#"{"vcpu_count":0,"mem_size_mib":128}"#),
+        "Machine config error: The number of vCPUs must be greater than 0, less than 32 and must be 1 or an even number if SMT is enabled."
+    );
+    assert!(err("PUT", "/boot-source", r#"{"kernel_image_path":""}"#)
+        .starts_with("Boot source error: "));
 }

@@ -71,12 +71,3 @@ pub struct BalloonStartCmd {
     #[serde(default)]
     pub acknowledge_on_stop: Option<bool>,
 }
-
-/// A free-page-hinting command.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BalloonHintingOp {
-    /// `PATCH /balloon/hinting/start`.
-    Start(BalloonStartCmd),
-    /// `PATCH /balloon/hinting/stop`.
-    Stop,
-}

@@ -8,6 +8,7 @@ use super::error::SchemaError;
 use super::ids::DriveId;
 use super::paths::{opt_host_path, socket_path};
 use super::rate_limiter::RateLimiterConfig;
+use crate::routes::parse::BodyId;
 
 /// Host page cache policy.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -133,6 +134,20 @@ impl TryFrom<RawDrivePatch> for DrivePatch {
             path_on_host: opt_host_path("path_on_host", raw.path_on_host)?,
             rate_limiter: raw.rate_limiter,
         })
+    }
+}
+
+impl BodyId for RawDrive {
+    type PathId = DriveId;
+    fn body_id(&self) -> &str {
+        &self.drive_id
+    }
+}
+
+impl BodyId for RawDrivePatch {
+    type PathId = DriveId;
+    fn body_id(&self) -> &str {
+        &self.drive_id
     }
 }
 

@@ -2,6 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::RequestError;
+use crate::routes::{parse, RouteInput};
+
 /// `PUT /actions` `action_type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 pub enum InstanceAction {
@@ -36,4 +39,14 @@ pub enum VmStateChange {
 pub struct RawVm {
     /// The requested state.
     pub state: VmStateChange,
+}
+
+/// `PUT /actions`: its `action_type`.
+pub(crate) fn parse_action(input: &RouteInput<'_>) -> Result<InstanceAction, RequestError> {
+    Ok(parse::json::<RawInstanceActionInfo>(input)?.action_type)
+}
+
+/// `PATCH /vm`: its `state`.
+pub(crate) fn parse_patch_vm(input: &RouteInput<'_>) -> Result<VmStateChange, RequestError> {
+    Ok(parse::json::<RawVm>(input)?.state)
 }

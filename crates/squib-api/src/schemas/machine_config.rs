@@ -4,6 +4,9 @@ use serde::{Deserialize, Serialize};
 
 use super::error::SchemaError;
 
+use crate::error::RequestError;
+use crate::routes::{parse, RouteInput};
+
 /// Most vCPUs Firecracker supports.
 pub const MAX_SUPPORTED_VCPUS: u8 = 32;
 
@@ -205,6 +208,27 @@ impl TryFrom<RawMachineConfigPatch> for MachineConfigPatch {
         }
         Ok(patch)
     }
+}
+
+/// `PUT /machine-config`: a validated body, with the deprecation warning for `cpu_template`.
+pub(crate) fn parse_put(input: &RouteInput<'_>) -> Result<MachineConfig, RequestError> {
+    let config: MachineConfig = parse::validated::<RawMachineConfig, _>(input)?;
+    if config.uses_deprecated_cpu_template() {
+        input.deprecate("PUT /machine-config: cpu_template field is deprecated.");
+    }
+    Ok(config)
+}
+
+/// `PATCH /machine-config`: a patch that changes nothing is an empty PATCH.
+pub(crate) fn parse_patch(input: &RouteInput<'_>) -> Result<MachineConfigPatch, RequestError> {
+    let raw = parse::json::<RawMachineConfigPatch>(input)?;
+    MachineConfigPatch::try_from(raw).map_err(|source| match source {
+        SchemaError::EmptyPatch => RequestError::EmptyPatch,
+        source => RequestError::Invalid {
+            prefix: input.fault_prefix,
+            source,
+        },
+    })
 }
 
 #[cfg(test)]

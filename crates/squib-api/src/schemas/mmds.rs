@@ -7,6 +7,9 @@ use serde::{Deserialize, Serialize};
 use super::error::SchemaError;
 use super::ids::IfaceId;
 
+use crate::error::RequestError;
+use crate::routes::{parse, RouteInput};
+
 /// The default MMDS address.
 pub const DEFAULT_MMDS_IPV4: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
 
@@ -81,9 +84,18 @@ impl TryFrom<RawMmdsConfig> for MmdsConfig {
 }
 
 /// The JSON document of `PUT`/`PATCH /mmds` (any JSON; the store checks its shape and size).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(transparent)]
 pub struct MmdsContents(pub serde_json::Value);
+
+/// `PUT /mmds/config`, with the deprecation warning for V1.
+pub(crate) fn parse_put_config(input: &RouteInput<'_>) -> Result<MmdsConfig, RequestError> {
+    let config: MmdsConfig = parse::validated::<RawMmdsConfig, _>(input)?;
+    if config.is_deprecated_version() {
+        input.deprecate("PUT /mmds/config: V1 is deprecated. Use V2 instead.");
+    }
+    Ok(config)
+}
 
 #[cfg(test)]
 mod tests {

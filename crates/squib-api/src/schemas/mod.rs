@@ -26,9 +26,7 @@ pub mod snapshot;
 pub mod vm_config;
 pub mod vsock;
 
-pub use balloon::{
-    BalloonConfig, BalloonHintingOp, BalloonStartCmd, BalloonStatsUpdate, BalloonUpdate,
-};
+pub use balloon::{BalloonConfig, BalloonStartCmd, BalloonStatsUpdate, BalloonUpdate};
 pub use boot_source::BootSourceConfig;
 pub use cpu_config::CpuConfig;
 pub use drive::{CacheType, DriveConfig, DrivePatch, IoEngine};

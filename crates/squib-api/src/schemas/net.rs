@@ -5,6 +5,8 @@ use serde::{Deserialize, Serialize};
 use super::error::SchemaError;
 use super::ids::{IfaceId, MacAddr};
 use super::rate_limiter::RateLimiterConfig;
+use crate::error::RequestError;
+use crate::routes::parse::BodyId;
 
 /// Smallest MTU virtio-net accepts (IPv4 minimum).
 pub const MIN_MTU: u16 = 68;
@@ -100,6 +102,34 @@ impl TryFrom<RawNetworkPatch> for NetworkPatch {
             rx_rate_limiter: raw.rx_rate_limiter,
             tx_rate_limiter: raw.tx_rate_limiter,
         })
+    }
+}
+
+/// Network interfaces name both IDs in their mismatch error.
+fn net_id_mismatch(path: &str, body: &str) -> RequestError {
+    RequestError::NetIdMismatch {
+        path: path.to_owned(),
+        body: body.to_owned(),
+    }
+}
+
+impl BodyId for RawNetworkInterface {
+    type PathId = IfaceId;
+    fn body_id(&self) -> &str {
+        &self.iface_id
+    }
+    fn mismatch(path: &str, body: &str) -> RequestError {
+        net_id_mismatch(path, body)
+    }
+}
+
+impl BodyId for RawNetworkPatch {
+    type PathId = IfaceId;
+    fn body_id(&self) -> &str {
+        &self.iface_id
+    }
+    fn mismatch(path: &str, body: &str) -> RequestError {
+        net_id_mismatch(path, body)
     }
 }
 

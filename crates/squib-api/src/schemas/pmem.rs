@@ -8,6 +8,7 @@ use super::error::SchemaError;
 use super::ids::DriveId;
 use super::paths::host_path;
 use super::rate_limiter::RateLimiterConfig;
+use crate::routes::parse::BodyId;
 
 /// `PUT /pmem/{id}` body.
 #[derive(Debug, Deserialize)]
@@ -78,5 +79,19 @@ impl TryFrom<RawPmemPatch> for PmemPatch {
             id: DriveId::try_from(raw.id)?,
             rate_limiter: raw.rate_limiter,
         })
+    }
+}
+
+impl BodyId for RawPmem {
+    type PathId = DriveId;
+    fn body_id(&self) -> &str {
+        &self.id
+    }
+}
+
+impl BodyId for RawPmemPatch {
+    type PathId = DriveId;
+    fn body_id(&self) -> &str {
+        &self.id
     }
 }

@@ -9,6 +9,9 @@ use super::ids::IfaceId;
 use super::machine_config::HugePages;
 use super::paths::{host_path, socket_path};
 
+use crate::error::RequestError;
+use crate::routes::{parse, RouteInput};
+
 /// Full or diff snapshot.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 pub enum SnapshotType {
@@ -185,6 +188,26 @@ impl TryFrom<RawSnapshotLoad> for SnapshotLoadConfig {
             huge_pages: raw.huge_pages,
         })
     }
+}
+
+/// `PUT /snapshot/load`: the memory-backend rules are reported as Firecracker's deserializer
+/// does; the deprecated fields warn.
+pub(crate) fn parse_load(input: &RouteInput<'_>) -> Result<SnapshotLoadConfig, RequestError> {
+    let raw = parse::json::<RawSnapshotLoad>(input)?;
+    if raw.uses_deprecated_fields() {
+        input.deprecate(
+            "PUT /snapshot/load: mem_file_path and enable_diff_snapshots fields are deprecated.",
+        );
+    }
+    SnapshotLoadConfig::try_from(raw).map_err(|source| match source {
+        SchemaError::SnapshotMemBackendMissing | SchemaError::SnapshotMemBackendTooMany => {
+            RequestError::SnapshotMemBackend(source)
+        }
+        source => RequestError::Invalid {
+            prefix: input.fault_prefix,
+            source,
+        },
+    })
 }
 
 #[cfg(test)]

@@ -7,6 +7,9 @@ use serde::{Deserialize, Serialize};
 use super::error::SchemaError;
 use super::paths::socket_path;
 
+use crate::error::RequestError;
+use crate::routes::{parse, RouteInput};
+
 /// `PUT /vsock` body.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -43,4 +46,13 @@ impl TryFrom<RawVsock> for VsockConfig {
             uds_path: socket_path("uds_path", raw.uds_path)?,
         })
     }
+}
+
+/// `PUT /vsock`, with the deprecation warning for `vsock_id`.
+pub(crate) fn parse_put(input: &RouteInput<'_>) -> Result<VsockConfig, RequestError> {
+    let raw = parse::json::<RawVsock>(input)?;
+    if raw.uses_deprecated_id() {
+        input.deprecate("PUT /vsock: vsock_id field is deprecated.");
+    }
+    parse::validate(input, raw)
 }

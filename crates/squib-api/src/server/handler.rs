@@ -23,7 +23,8 @@ use crate::version::version_json;
 /// What every request handler shares.
 #[derive(Debug)]
 pub(crate) struct ServerState {
-    pub sender: ApiSender,
+    /// The one sender, locked only while a request waits for room in the queue.
+    pub sender: tokio::sync::Mutex<ApiSender>,
     pub mirror: Arc<StateMirror>,
     pub max_payload_size: usize,
     pub mmds_size_limit: usize,
@@ -136,15 +137,19 @@ async fn respond(state: &ServerState, method: &str, path: &str, body: &[u8]) -> 
         deprecation: deprecation.is_some(),
         close: false,
     };
-    let class = action.class();
-    let label = action.label();
-    match tokio::time::timeout(class.timeout(), state.sender.call(action)).await {
+    let spec = action.spec();
+    let timeout = spec.class.timeout();
+    let call = async {
+        let pending = state.sender.lock().await.send(action).await?;
+        pending.wait().await
+    };
+    match tokio::time::timeout(timeout, call).await {
         Ok(Ok(reply)) => response::from_api(&reply, flags),
         Ok(Err(e)) => error_response(&RequestError::Channel(e), flags),
         Err(_) => {
             let e = RequestError::Timeout {
-                label,
-                secs: class.timeout().as_secs(),
+                label: spec.label,
+                secs: timeout.as_secs(),
             };
             log::error!("{e}");
             error_response(&e, flags)

@@ -114,7 +114,7 @@ impl ApiServer {
         mirror: Arc<StateMirror>,
     ) -> std::io::Result<JoinHandle<()>> {
         let state = Arc::new(handler::ServerState {
-            sender,
+            sender: tokio::sync::Mutex::new(sender),
             mirror,
             max_payload_size: self.config.max_payload_size,
             mmds_size_limit: self.config.mmds_size_limit,

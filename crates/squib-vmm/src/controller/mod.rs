@@ -1,156 +1,96 @@
 //! The one admission gate and the dispatch of every API action.
 //!
-//! [`Vmm::handle_action`] checks the action against the VM's state with
-//! `ApiAction::admission()` (Firecracker's pre-boot / post-boot table), then hands it to
-//! [`Vmm::handle_preboot`] or [`Vmm::handle_runtime`]. Each is one exhaustive `match` naming
-//! every action, so a new action cannot be forgotten; what squib cannot do yet answers 400
-//! naming it.
+//! [`Vmm::handle_action`] reads the action's row of squib-api's action table
+//! (`ApiAction::spec`): its admission decides whether the action may run in the VM's state
+//! (Firecracker's pre-boot / post-boot messages otherwise), then the handler the row names
+//! runs, and a handler's error becomes a fault behind the row's prefix. The dispatch is
+//! generated from the same table, so a row without a handler does not compile.
+
+use std::fmt::Display;
 
 use squib_api::action::{Admission, ApiAction, ApiResponse};
-use squib_api::schemas::{InstanceAction, VmStateChange};
 use squib_api::{NOT_SUPPORTED_AFTER_START, NOT_SUPPORTED_BEFORE_START};
 
 use crate::vmm::Vmm;
 
-/// A 400 with Firecracker's `<prefix>: <error>` text.
-pub(crate) fn fault(prefix: &str, err: impl std::fmt::Display) -> ApiResponse {
-    ApiResponse::fault(format!("{prefix}: {err}"))
+/// What a handler answers: `Ok` with the success response (204 or JSON), or why it failed.
+pub(crate) type ActionResult = Result<ApiResponse, ActionError>;
+
+/// Why an action failed.
+#[derive(Debug)]
+pub(crate) enum ActionError {
+    /// Answered as `<the action's fault prefix>: <message>` (Firecracker's
+    /// `Drive config error: ...`).
+    Invalid(String),
+    /// Answered as it is: a message with a prefix of its own, or another status.
+    Fault(ApiResponse),
+}
+
+impl ActionError {
+    /// A failure shown behind the action's fault prefix.
+    pub(crate) fn invalid(message: impl Display) -> Self {
+        Self::Invalid(message.to_string())
+    }
+
+    /// A 400 whose whole text is `message`.
+    pub(crate) fn fault(message: impl Display) -> Self {
+        Self::Fault(ApiResponse::fault(message))
+    }
+}
+
+impl<E: std::error::Error> From<E> for ActionError {
+    fn from(e: E) -> Self {
+        Self::invalid(e)
+    }
 }
 
 /// What an action that squib cannot perform yet answers.
-pub(crate) fn not_supported(what: &str) -> ApiResponse {
-    ApiResponse::fault(format!("{what} is not supported by squib yet."))
+pub(crate) fn not_supported(what: &str) -> ActionError {
+    ActionError::fault(format!("{what} is not supported by squib yet."))
 }
+
+/// `Vmm::dispatch`: each action to the handler its row of the table names.
+macro_rules! dispatch_to_handlers {
+    ($(
+        $(#[doc = $doc:literal])*
+        $variant:ident $(($arg:ident: $payload:ty))? => $handler:ident:
+            $method:ident $path:literal $(/ {$id:ident})?, $parse:expr,
+            $spec_fn:ident($($spec_arg:expr),*);
+    )*) => {
+        impl Vmm {
+            fn dispatch(&mut self, action: ApiAction) -> ActionResult {
+                match action {
+                    $(ApiAction::$variant $(($arg))? => self.$handler($($arg)?),)*
+                }
+            }
+        }
+    };
+}
+
+squib_api::for_each_api_action!(dispatch_to_handlers);
 
 impl Vmm {
     /// Admit and perform one API action.
     pub fn handle_action(&mut self, action: ApiAction) -> ApiResponse {
+        let spec = action.spec();
         let booted = self.running.is_some();
-        match (action.admission(), booted) {
-            (Admission::PostBootOnly, false) => ApiResponse::fault(NOT_SUPPORTED_BEFORE_START),
-            (Admission::PreBootOnly, true) => ApiResponse::fault(NOT_SUPPORTED_AFTER_START),
-            (_, false) => self.handle_preboot(action),
-            (_, true) => self.handle_runtime(action),
+        let result = match (spec.admission, booted) {
+            (Admission::PostBootOnly, false) => Err(ActionError::fault(NOT_SUPPORTED_BEFORE_START)),
+            (Admission::PreBootOnly, true) => Err(ActionError::fault(NOT_SUPPORTED_AFTER_START)),
+            _ => self.dispatch(action),
+        };
+        match result {
+            Ok(response) => response,
+            Err(ActionError::Invalid(message)) => {
+                ApiResponse::fault(format!("{}: {message}", spec.fault_prefix))
+            }
+            Err(ActionError::Fault(response)) => response,
         }
     }
 
-    /// Actions before `InstanceStart`: they configure the resource store.
-    fn handle_preboot(&mut self, action: ApiAction) -> ApiResponse {
-        use ApiAction as A;
-        match action {
-            A::GetVmConfig => self.vm_config_response(),
-            A::GetMachineConfig => self.machine_config_response(),
-            A::GetMmds => ApiResponse::Json(self.mmds.get()),
-            A::GetBalloon => self.balloon_config_response(),
-            A::GetBalloonStats | A::GetBalloonHintingStatus | A::GetHotplugMemory => {
-                ApiResponse::fault(NOT_SUPPORTED_BEFORE_START)
-            }
-            A::PutMachineConfig(config) => self.put_machine_config(config),
-            A::PatchMachineConfig(patch) => self.patch_machine_config(patch),
-            A::PutBootSource(config) => match self.resources.set_boot_source(config) {
-                Ok(()) => ApiResponse::NoContent,
-                Err(e) => fault("Boot source error", e),
-            },
-            A::PutDrive(config) => match self.resources.put_drive(config) {
-                Ok(()) => ApiResponse::NoContent,
-                Err(e) => fault("Drive config error", e),
-            },
-            A::PutSerial(config) => {
-                self.resources.set_serial(config);
-                ApiResponse::NoContent
-            }
-            A::PutNetwork(config) => self.put_network(config),
-            A::PutVsock(config) => {
-                self.resources.vsock = Some(config);
-                ApiResponse::NoContent
-            }
-            A::PutBalloon(config) => self.put_balloon(config),
-            A::PutEntropy(config) => {
-                self.resources.entropy = Some(config);
-                ApiResponse::NoContent
-            }
-            A::PutPmem(config) => self.put_pmem(config),
-            A::PutHotplugMemory(config) => {
-                self.resources.memory_hotplug = Some(config);
-                ApiResponse::NoContent
-            }
-            A::PutCpuConfig(config) => {
-                self.resources.cpu_config = Some(config);
-                ApiResponse::NoContent
-            }
-            A::PutMmdsConfig(config) => self.put_mmds_config(config),
-            A::PutMmds(contents) => self.put_mmds(contents),
-            A::PatchMmds(contents) => self.patch_mmds(contents),
-            A::PutLogger(config) => crate::logging::put_logger(config),
-            A::PutMetrics(config) => crate::metrics::put_metrics(config),
-            A::Action(InstanceAction::InstanceStart) => self.start_microvm(),
-            A::Action(InstanceAction::FlushMetrics | InstanceAction::SendCtrlAltDel) => {
-                ApiResponse::fault(NOT_SUPPORTED_BEFORE_START)
-            }
-            A::SnapshotLoad(_) => not_supported("Loading a snapshot"),
-            A::PatchDrive(_)
-            | A::DeleteDrive { .. }
-            | A::PatchNetwork(_)
-            | A::DeleteNetwork { .. }
-            | A::PatchPmem(_)
-            | A::DeletePmem { .. }
-            | A::PatchBalloon(_)
-            | A::PatchBalloonStats(_)
-            | A::PatchBalloonHinting { .. }
-            | A::PatchHotplugMemory(_)
-            | A::PatchVm(_)
-            | A::SnapshotCreate(_) => ApiResponse::fault(NOT_SUPPORTED_BEFORE_START),
-        }
-    }
-
-    /// Actions on a running (or paused) microVM.
-    fn handle_runtime(&mut self, action: ApiAction) -> ApiResponse {
-        use ApiAction as A;
-        match action {
-            A::GetVmConfig => self.vm_config_response(),
-            A::GetMachineConfig => self.machine_config_response(),
-            A::GetMmds => ApiResponse::Json(self.mmds.get()),
-            A::GetBalloon | A::GetBalloonStats | A::GetBalloonHintingStatus => {
-                ApiResponse::fault("Balloon config error: No balloon device found.")
-            }
-            A::GetHotplugMemory => not_supported("virtio-mem (memory hotplug)"),
-            A::PutMmds(contents) => self.put_mmds(contents),
-            A::PatchMmds(contents) => self.patch_mmds(contents),
-            A::PatchVm(VmStateChange::Paused) => self.pause(),
-            A::PatchVm(VmStateChange::Resumed) => self.resume(),
-            A::Action(InstanceAction::FlushMetrics) => crate::metrics::flush_metrics(),
-            A::Action(InstanceAction::SendCtrlAltDel) => self.send_ctrl_alt_del(),
-            A::PatchDrive(patch) => self.patch_drive(patch),
-            A::PutDrive(_) | A::PutNetwork(_) | A::PutPmem(_) => {
-                ApiResponse::fault("Device hotplug error: PCI is not enabled.")
-            }
-            A::DeleteDrive { .. } | A::DeleteNetwork { .. } | A::DeletePmem { .. } => {
-                ApiResponse::fault("Device hot-unplug error: PCI is not enabled.")
-            }
-            A::PatchNetwork(patch) => self.patch_network(&patch),
-            A::PatchPmem(_) => ApiResponse::fault("Pmem update error: no pmem device found."),
-            A::PatchBalloon(_) | A::PatchBalloonStats(_) | A::PatchBalloonHinting { .. } => {
-                ApiResponse::fault("Balloon config error: No balloon device found.")
-            }
-            A::PatchHotplugMemory(_) => not_supported("virtio-mem (memory hotplug)"),
-            A::SnapshotCreate(_) => not_supported("Creating a snapshot"),
-            A::PutMachineConfig(_)
-            | A::PatchMachineConfig(_)
-            | A::PutBootSource(_)
-            | A::PutSerial(_)
-            | A::PutVsock(_)
-            | A::PutBalloon(_)
-            | A::PutEntropy(_)
-            | A::PutHotplugMemory(_)
-            | A::PutCpuConfig(_)
-            | A::PutMmdsConfig(_)
-            | A::PutLogger(_)
-            | A::PutMetrics(_)
-            | A::SnapshotLoad(_)
-            | A::Action(InstanceAction::InstanceStart) => {
-                ApiResponse::fault(NOT_SUPPORTED_AFTER_START)
-            }
-        }
+    /// Whether `InstanceStart` has built the microVM.
+    pub(crate) fn booted(&self) -> bool {
+        self.running.is_some()
     }
 }
 

@@ -10,7 +10,7 @@ use squib_api::schemas::{
 };
 use squib_api::{NOT_SUPPORTED_AFTER_START, NOT_SUPPORTED_BEFORE_START};
 
-use crate::control::ControlEvents;
+use crate::event_sources::ControlEvents;
 use crate::vmm::{Vmm, VmmOptions};
 
 fn vmm() -> Vmm {

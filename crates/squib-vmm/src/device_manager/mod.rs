@@ -2,7 +2,7 @@
 //! virtio-mmio devices on the MMIO bus, each with its interrupt route, and records what the
 //! guest must be told (kernel command line entries, ACPI/DSDT device list).
 //!
-//! Addresses and GSIs are handed out in attach order, which is Firecracker's order (facts §4):
+//! Addresses and GSIs are handed out in attach order, which is Firecracker's order:
 //! boot timer, balloon, block (root first), net, pmem, vsock, entropy.
 
 mod legacy;

@@ -1,25 +1,52 @@
-//! Lifecycle actions: `InstanceStart`, pause and resume, Ctrl-Alt-Del.
+//! Lifecycle actions: `PUT /actions` (`InstanceStart`, `FlushMetrics`, `SendCtrlAltDel`),
+//! pause and resume, snapshots.
 
 use squib_api::action::ApiResponse;
 use squib_api::mirror::VmState;
+use squib_api::schemas::{InstanceAction, SnapshotCreateConfig, SnapshotLoadConfig, VmStateChange};
 use squib_devices::legacy::boot_timer::TimestampUs;
 
+use super::metrics::{flush_metrics, write_periodic};
 use crate::builder::{build_microvm, BuildContext};
-use crate::controller::fault;
+use crate::controller::{not_supported, ActionError, ActionResult};
 use crate::vmm::{Vmm, VCPU_ACK_TIMEOUT};
 use crate::vstate::vcpu::VcpuCommand;
 
 impl Vmm {
+    /// `PUT /actions`.
+    pub(crate) fn instance_action(&mut self, action: InstanceAction) -> ActionResult {
+        match action {
+            InstanceAction::InstanceStart => self.start_microvm(),
+            InstanceAction::FlushMetrics => flush_metrics(),
+            InstanceAction::SendCtrlAltDel => self.send_ctrl_alt_del(),
+        }
+    }
+
+    /// `PATCH /vm`.
+    pub(crate) fn patch_vm(&mut self, state: VmStateChange) -> ActionResult {
+        match state {
+            VmStateChange::Paused => self.pause(),
+            VmStateChange::Resumed => self.resume(),
+        }
+    }
+
+    /// `PUT /snapshot/create`.
+    pub(crate) fn create_snapshot(&mut self, _config: SnapshotCreateConfig) -> ActionResult {
+        Err(not_supported("Creating a snapshot"))
+    }
+
+    /// `PUT /snapshot/load`.
+    pub(crate) fn load_snapshot(&mut self, _config: SnapshotLoadConfig) -> ActionResult {
+        Err(not_supported("Loading a snapshot"))
+    }
+
     /// `InstanceStart`: build the microVM from the resource store and run it.
-    pub(crate) fn start_microvm(&mut self) -> ApiResponse {
+    fn start_microvm(&mut self) -> ActionResult {
         let instant = std::time::Instant::now();
         let start = TimestampUs::now();
         let reset_evt = {
             let control = self.control.lock().unwrap_or_else(|e| e.into_inner());
-            match control.reset.try_clone() {
-                Ok(evt) => evt,
-                Err(e) => return fault("Start microvm error", e),
-            }
+            control.reset.try_clone()?
         };
         let ctx = BuildContext {
             start,
@@ -35,12 +62,12 @@ impl Vmm {
                 self.running = Some(vm);
                 self.set_state(VmState::Running);
                 self.arm_metrics_timer();
-                crate::metrics::write_periodic();
-                ApiResponse::NoContent
+                write_periodic();
+                Ok(ApiResponse::NoContent)
             }
             Err(e) => {
                 log::error!("Start microvm error: {e}");
-                fault("Start microvm error", e)
+                Err(ActionError::invalid(e))
             }
         }
     }
@@ -57,38 +84,32 @@ impl Vmm {
     }
 
     /// `PATCH /vm {"state": "Paused"}`: every vCPU leaves `KVM_RUN` and waits.
-    pub(crate) fn pause(&mut self) -> ApiResponse {
-        match self.command_all_vcpus(VcpuCommand::Pause) {
-            Ok(()) => {
-                self.set_state(VmState::Paused);
-                log::info!("Paused the microVM");
-                ApiResponse::NoContent
-            }
-            Err(e) => fault("Internal error while pausing the microVM", e),
-        }
+    fn pause(&mut self) -> ActionResult {
+        self.command_all_vcpus(VcpuCommand::Pause).map_err(|e| {
+            ActionError::fault(format!("Internal error while pausing the microVM: {e}"))
+        })?;
+        self.set_state(VmState::Paused);
+        log::info!("Paused the microVM");
+        Ok(ApiResponse::NoContent)
     }
 
     /// `PATCH /vm {"state": "Resumed"}`: every vCPU runs again.
-    pub(crate) fn resume(&mut self) -> ApiResponse {
-        match self.command_all_vcpus(VcpuCommand::Resume) {
-            Ok(()) => {
-                self.set_state(VmState::Running);
-                log::info!("Resumed the microVM");
-                ApiResponse::NoContent
-            }
-            Err(e) => fault("Internal error while resuming the microVM", e),
-        }
+    fn resume(&mut self) -> ActionResult {
+        self.command_all_vcpus(VcpuCommand::Resume).map_err(|e| {
+            ActionError::fault(format!("Internal error while resuming the microVM: {e}"))
+        })?;
+        self.set_state(VmState::Running);
+        log::info!("Resumed the microVM");
+        Ok(ApiResponse::NoContent)
     }
 
     /// `SendCtrlAltDel`: the i8042 queues the key presses and interrupts the guest.
-    pub(crate) fn send_ctrl_alt_del(&mut self) -> ApiResponse {
+    fn send_ctrl_alt_del(&mut self) -> ActionResult {
         let Some(vm) = &self.running else {
-            return ApiResponse::fault(squib_api::NOT_SUPPORTED_BEFORE_START);
+            return Err(ActionError::fault(squib_api::NOT_SUPPORTED_BEFORE_START));
         };
         let mut i8042 = vm.legacy.i8042.lock().unwrap_or_else(|e| e.into_inner());
-        match i8042.trigger_ctrl_alt_del() {
-            Ok(()) => ApiResponse::NoContent,
-            Err(e) => fault("Failed to send CTRL+ALT+DEL", e),
-        }
+        i8042.trigger_ctrl_alt_del()?;
+        Ok(ApiResponse::NoContent)
     }
 }

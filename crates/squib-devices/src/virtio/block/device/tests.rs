@@ -1,5 +1,5 @@
 //! Block device tests: a hand-driven virtqueue against a real temp file, including the
-//! hostile-guest chains of STYLE.md §6.
+//! hostile-guest chains (out-of-memory addresses, loops, short or wrong-direction buffers).
 
 use std::io::{Read, Seek, SeekFrom};
 

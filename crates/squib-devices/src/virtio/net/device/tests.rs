@@ -1,5 +1,6 @@
 //! Net device tests: hand-built virtqueues and a datagram socket standing in for the TAP,
-//! including the hostile-guest chains of STYLE.md §6.
+//! including hostile-guest chains (out-of-memory addresses, loops, short or wrong-direction
+//! buffers).
 
 use std::time::Duration;
 

@@ -1,0 +1,217 @@
+//! Device actions: drives, network interfaces, pmem, vsock, entropy, balloon and memory
+//! hotplug. Before boot they configure the store (checks across resources: one root device,
+//! unique MACs, balloon vs. memory size); after boot they update running devices.
+
+use squib_api::action::ApiResponse;
+use squib_api::schemas::{
+    BalloonConfig, BalloonStartCmd, BalloonStatsUpdate, BalloonUpdate, DriveConfig, DriveId,
+    DrivePatch, EntropyConfig, HotplugMemoryConfig, HotplugMemoryUpdate, IfaceId,
+    NetworkInterfaceConfig, NetworkPatch, PmemConfig, PmemPatch, VsockConfig,
+};
+
+use super::config::json_response;
+use crate::controller::{not_supported, ActionError, ActionResult};
+use crate::limiter_config::{rate_limiter_update, update_block_rate_limiter};
+use crate::resources::ResourceError;
+use crate::vmm::Vmm;
+
+/// Post-boot `PUT` of a device is PCI hotplug, which squib (like Firecracker without
+/// `--enable-pci`) does not offer.
+fn no_hotplug() -> ActionError {
+    ActionError::fault("Device hotplug error: PCI is not enabled.")
+}
+
+/// `DELETE` of a device is PCI hot-unplug (row prefix `Device hot-unplug error`).
+fn no_hot_unplug() -> ActionError {
+    ActionError::invalid("PCI is not enabled.")
+}
+
+/// Every balloon action on a VM without a balloon device.
+fn no_balloon() -> ActionError {
+    ActionError::fault("Balloon config error: No balloon device found.")
+}
+
+/// virtio-mem is not built yet.
+fn no_memory_hotplug() -> ActionError {
+    not_supported("virtio-mem (memory hotplug)")
+}
+
+impl Vmm {
+    /// `PUT /drives/{id}`: the backing file is opened now.
+    pub(crate) fn put_drive(&mut self, config: DriveConfig) -> ActionResult {
+        if self.booted() {
+            return Err(no_hotplug());
+        }
+        self.resources.put_drive(config)?;
+        Ok(ApiResponse::NoContent)
+    }
+
+    /// `PATCH /drives/{id}` after boot: swap the backing file or change the rate limiter.
+    pub(crate) fn patch_drive(&mut self, patch: DrivePatch) -> ActionResult {
+        let drive_id = patch.drive_id.as_str();
+        let block = self
+            .running
+            .as_ref()
+            .and_then(|vm| vm.blocks.iter().find(|(id, _)| id == drive_id))
+            .map(|(_, block)| block)
+            .ok_or_else(|| {
+                ActionError::invalid(format!("No block device with id {drive_id} was found."))
+            })?;
+        let mut block = block.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(path) = &patch.path_on_host {
+            block.update_path(path)?;
+        }
+        if let Some(limiter) = &patch.rate_limiter {
+            update_block_rate_limiter(&mut block, limiter);
+        }
+        Ok(ApiResponse::NoContent)
+    }
+
+    /// `DELETE /drives/{id}`.
+    pub(crate) fn delete_drive(&mut self, _drive_id: DriveId) -> ActionResult {
+        Err(no_hot_unplug())
+    }
+
+    /// `PUT /network-interfaces/{id}`: the TAP is opened now; the MAC must be unique.
+    pub(crate) fn put_network(&mut self, config: NetworkInterfaceConfig) -> ActionResult {
+        if self.booted() {
+            return Err(no_hotplug());
+        }
+        match self.resources.put_network(config) {
+            Ok(()) => Ok(ApiResponse::NoContent),
+            Err(e @ ResourceError::GuestMacInUse(_)) => Err(ActionError::invalid(e)),
+            Err(e) => Err(ActionError::fault(e)),
+        }
+    }
+
+    /// `PATCH /network-interfaces/{id}` after boot: replace or remove rate-limiter buckets.
+    pub(crate) fn patch_network(&mut self, patch: NetworkPatch) -> ActionResult {
+        let iface_id = patch.iface_id.as_str();
+        let (_, net) = self
+            .running
+            .as_ref()
+            .and_then(|vm| vm.nets.iter().find(|(id, _)| id == iface_id))
+            .ok_or_else(|| {
+                ActionError::invalid(format!("no network interface with id {iface_id}."))
+            })?;
+        let rx = rate_limiter_update(patch.rx_rate_limiter.as_ref());
+        let tx = rate_limiter_update(patch.tx_rate_limiter.as_ref());
+        net.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .update_rate_limiters(rx, tx);
+        Ok(ApiResponse::NoContent)
+    }
+
+    /// `DELETE /network-interfaces/{id}`.
+    pub(crate) fn delete_network(&mut self, _iface_id: IfaceId) -> ActionResult {
+        Err(no_hot_unplug())
+    }
+
+    /// `PUT /pmem/{id}`: one root device across block and pmem.
+    pub(crate) fn put_pmem(&mut self, config: PmemConfig) -> ActionResult {
+        if self.booted() {
+            return Err(no_hotplug());
+        }
+        if config.root_device && self.resources.root_device_cmdline().is_some() {
+            return Err(ActionError::invalid(
+                "Attempt to add pmem as a root device while the root device defined as a block device",
+            ));
+        }
+        let pmem = &mut self.resources.pmem;
+        if config.root_device && pmem.iter().any(|p| p.root_device && p.id != config.id) {
+            return Err(ActionError::invalid("A root pmem device already exist"));
+        }
+        match pmem.iter_mut().find(|p| p.id == config.id) {
+            Some(existing) => *existing = config,
+            None => pmem.push(config),
+        }
+        Ok(ApiResponse::NoContent)
+    }
+
+    /// `PATCH /pmem/{id}`: no pmem device is ever built yet.
+    pub(crate) fn patch_pmem(&mut self, _patch: PmemPatch) -> ActionResult {
+        Err(ActionError::invalid("no pmem device found."))
+    }
+
+    /// `DELETE /pmem/{id}`.
+    pub(crate) fn delete_pmem(&mut self, _pmem_id: DriveId) -> ActionResult {
+        Err(no_hot_unplug())
+    }
+
+    /// `PUT /vsock`.
+    pub(crate) fn put_vsock(&mut self, config: VsockConfig) -> ActionResult {
+        self.resources.vsock = Some(config);
+        Ok(ApiResponse::NoContent)
+    }
+
+    /// `PUT /entropy`.
+    pub(crate) fn put_entropy(&mut self, config: EntropyConfig) -> ActionResult {
+        self.resources.entropy = Some(config);
+        Ok(ApiResponse::NoContent)
+    }
+
+    /// `PUT /balloon`: its target must fit in guest memory.
+    pub(crate) fn put_balloon(&mut self, config: BalloonConfig) -> ActionResult {
+        if u64::from(config.amount_mib) > self.resources.machine_config().mem_size_mib as u64 {
+            return Err(ActionError::invalid(
+                "Amount of pages requested is too large.",
+            ));
+        }
+        self.resources.balloon = Some(config);
+        Ok(ApiResponse::NoContent)
+    }
+
+    /// `GET /balloon`: the configured balloon, if any (no balloon device runs yet).
+    pub(crate) fn get_balloon(&mut self) -> ActionResult {
+        match &self.resources.balloon {
+            Some(balloon) if !self.booted() => json_response(balloon),
+            _ => Err(no_balloon()),
+        }
+    }
+
+    /// `GET /balloon/statistics`.
+    pub(crate) fn get_balloon_stats(&mut self) -> ActionResult {
+        Err(no_balloon())
+    }
+
+    /// `GET /balloon/hinting/status`.
+    pub(crate) fn get_balloon_hinting_status(&mut self) -> ActionResult {
+        Err(no_balloon())
+    }
+
+    /// `PATCH /balloon`.
+    pub(crate) fn patch_balloon(&mut self, _update: BalloonUpdate) -> ActionResult {
+        Err(no_balloon())
+    }
+
+    /// `PATCH /balloon/statistics`.
+    pub(crate) fn patch_balloon_stats(&mut self, _update: BalloonStatsUpdate) -> ActionResult {
+        Err(no_balloon())
+    }
+
+    /// `PATCH /balloon/hinting/start`.
+    pub(crate) fn start_balloon_hinting(&mut self, _cmd: BalloonStartCmd) -> ActionResult {
+        Err(no_balloon())
+    }
+
+    /// `PATCH /balloon/hinting/stop`.
+    pub(crate) fn stop_balloon_hinting(&mut self) -> ActionResult {
+        Err(no_balloon())
+    }
+
+    /// `PUT /hotplug/memory`.
+    pub(crate) fn put_hotplug_memory(&mut self, config: HotplugMemoryConfig) -> ActionResult {
+        self.resources.memory_hotplug = Some(config);
+        Ok(ApiResponse::NoContent)
+    }
+
+    /// `GET /hotplug/memory`.
+    pub(crate) fn get_hotplug_memory(&mut self) -> ActionResult {
+        Err(no_memory_hotplug())
+    }
+
+    /// `PATCH /hotplug/memory`.
+    pub(crate) fn patch_hotplug_memory(&mut self, _update: HotplugMemoryUpdate) -> ActionResult {
+        Err(no_memory_hotplug())
+    }
+}
