@@ -182,13 +182,15 @@ mod tests {
             .unwrap();
         let _first = rt.block_on(tx.send(ApiAction::GetMmds)).unwrap();
         let short = std::time::Duration::from_millis(20);
-        let second = rt.block_on(tokio::time::timeout(short, tx.send(ApiAction::GetMmds)));
+        let second =
+            rt.block_on(async { tokio::time::timeout(short, tx.send(ApiAction::GetMmds)).await });
         assert!(
             second.is_err(),
             "a second request was queued past capacity 1"
         );
         assert!(rx.try_recv().is_some());
-        let third = rt.block_on(tokio::time::timeout(short, tx.send(ApiAction::GetMmds)));
+        let third =
+            rt.block_on(async { tokio::time::timeout(short, tx.send(ApiAction::GetMmds)).await });
         assert!(third.is_ok(), "taking the first request must make room");
     }
 }
