@@ -10,7 +10,7 @@
 //! VERSION_1 and nothing the device did not offer; queues are configurable between
 //! FEATURES_OK and DRIVER_OK; DRIVER_OK activates the device, or sets DEVICE_NEEDS_RESET.
 //!
-//! Queue notifications normally never reach here (an ioeventfd at 0x50 catches them); a
+//! Queue notifications normally never reach here (an ioeventfd at [`reg::QUEUE_NOTIFY`] catches them); a
 //! notify that does is forwarded to the queue's eventfd.
 
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -27,35 +27,56 @@ pub const MMIO_MAGIC_VALUE: u32 = 0x7472_6976;
 pub const MMIO_VERSION: u32 = 2;
 /// Size of one virtio-mmio slot.
 pub const MMIO_SLOT_SIZE: u64 = 0x1000;
-/// Offset of the QueueNotify register (where the VMM places the ioeventfds).
-pub const NOTIFY_REG_OFFSET: u64 = 0x50;
 /// Offset of device config space.
 pub const CONFIG_SPACE_OFFSET: u64 = 0x100;
 
 /// Register offsets (virtio 1.2 §4.2.2, table 4.1).
-mod reg {
+pub mod reg {
+    /// MagicValue (read-only, "virt").
     pub const MAGIC: u64 = 0x00;
+    /// Version (read-only, 2).
     pub const VERSION: u64 = 0x04;
+    /// DeviceID (read-only).
     pub const DEVICE_ID: u64 = 0x08;
+    /// VendorID (read-only).
     pub const VENDOR_ID: u64 = 0x0c;
+    /// DeviceFeatures: the 32 feature bits selected by DeviceFeaturesSel.
     pub const DEVICE_FEATURES: u64 = 0x10;
+    /// DeviceFeaturesSel.
     pub const DEVICE_FEATURES_SEL: u64 = 0x14;
+    /// DriverFeatures: the 32 feature bits selected by DriverFeaturesSel.
     pub const DRIVER_FEATURES: u64 = 0x20;
+    /// DriverFeaturesSel.
     pub const DRIVER_FEATURES_SEL: u64 = 0x24;
+    /// QueueSel: the queue the Queue* registers address.
     pub const QUEUE_SEL: u64 = 0x30;
+    /// QueueNumMax (read-only).
     pub const QUEUE_NUM_MAX: u64 = 0x34;
+    /// QueueNum: the queue size the driver chose.
     pub const QUEUE_NUM: u64 = 0x38;
+    /// QueueReady.
     pub const QUEUE_READY: u64 = 0x44;
+    /// QueueNotify: where the VMM places the queue ioeventfds (datamatch = queue index).
     pub const QUEUE_NOTIFY: u64 = 0x50;
+    /// InterruptStatus (read-only).
     pub const INTERRUPT_STATUS: u64 = 0x60;
+    /// InterruptACK.
     pub const INTERRUPT_ACK: u64 = 0x64;
+    /// Status.
     pub const STATUS: u64 = 0x70;
+    /// QueueDescLow.
     pub const QUEUE_DESC_LOW: u64 = 0x80;
+    /// QueueDescHigh.
     pub const QUEUE_DESC_HIGH: u64 = 0x84;
+    /// QueueDriverLow (avail ring).
     pub const QUEUE_AVAIL_LOW: u64 = 0x90;
+    /// QueueDriverHigh (avail ring).
     pub const QUEUE_AVAIL_HIGH: u64 = 0x94;
+    /// QueueDeviceLow (used ring).
     pub const QUEUE_USED_LOW: u64 = 0xa0;
+    /// QueueDeviceHigh (used ring).
     pub const QUEUE_USED_HIGH: u64 = 0xa4;
+    /// ConfigGeneration (read-only).
     pub const CONFIG_GENERATION: u64 = 0xfc;
 }
 
@@ -120,7 +141,7 @@ impl MmioTransport {
     }
 
     /// Clones of the queue eventfds, in queue order, for ioeventfd registration at
-    /// `base + NOTIFY_REG_OFFSET` with datamatch = index.
+    /// `base + reg::QUEUE_NOTIFY` with datamatch = index.
     ///
     /// # Errors
     /// An eventfd cannot be duplicated.
