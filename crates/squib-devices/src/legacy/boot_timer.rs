@@ -24,31 +24,15 @@ pub struct TimestampUs {
 }
 
 impl TimestampUs {
-    /// Now.
+    /// Now (both clocks read through `squib_logger::time`, squib's one `clock_gettime`).
     #[must_use]
     pub fn now() -> Self {
+        let now = squib_logger::time::ProcessTimestamp::now();
         Self {
-            wall_us: clock_us(libc::CLOCK_MONOTONIC),
-            cpu_us: clock_us(libc::CLOCK_PROCESS_CPUTIME_ID),
+            wall_us: now.wall_us,
+            cpu_us: now.cpu_us,
         }
     }
-}
-
-/// The time on `clock` in microseconds (0 if the clock cannot be read, which Linux never does
-/// for the two clocks used here).
-fn clock_us(clock: libc::clockid_t) -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable `timespec` for the duration of the call, and
-    // `clock_gettime` writes nothing else.
-    if unsafe { libc::clock_gettime(clock, &raw mut ts) } != 0 {
-        return 0;
-    }
-    let secs = u64::try_from(ts.tv_sec).unwrap_or(0);
-    let micros = u64::try_from(ts.tv_nsec).unwrap_or(0) / 1_000;
-    secs.saturating_mul(1_000_000).saturating_add(micros)
 }
 
 /// Firecracker's boot-time log line.
