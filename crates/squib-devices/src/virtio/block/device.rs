@@ -398,4 +398,6 @@ impl VirtioDevice for Block {
 }
 
 #[cfg(test)]
+mod alloc_tests;
+#[cfg(test)]
 pub(crate) mod tests;

@@ -374,6 +374,8 @@ impl VirtioDevice for Net {
 }
 
 #[cfg(test)]
+mod alloc_tests;
+#[cfg(test)]
 mod hostile_tests;
 #[cfg(test)]
 pub(crate) mod tests;
