@@ -400,4 +400,6 @@ impl VirtioDevice for Block {
 #[cfg(test)]
 mod alloc_tests;
 #[cfg(test)]
+mod budget_tests;
+#[cfg(test)]
 pub(crate) mod tests;

@@ -22,16 +22,23 @@ pub(super) enum Collect {
     Held,
     /// The rx ring is empty (notifications re-armed).
     Empty,
+    /// This drain popped its share of chains (`rx.pop_budget`); the drain re-kicks itself.
+    OutOfBudget,
 }
 
 impl Net {
     /// Pop one rx chain and hold its writable buffers; malformed chains complete empty.
+    /// Every pop (and every re-check after re-arming notifications) spends `rx.pop_budget`.
     pub(super) fn collect_chain(&mut self) -> Collect {
         let Some(mem) = self.mem.as_ref() else {
             return Collect::Empty;
         };
         let queue = &mut self.state.queues[RX_INDEX];
         loop {
+            if self.rx.pop_budget == 0 {
+                return Collect::OutOfBudget;
+            }
+            self.rx.pop_budget -= 1;
             let chain = match queue.iter(mem) {
                 Ok(mut avail) => avail.next(),
                 Err(e) => {
@@ -92,7 +99,7 @@ impl Net {
             if self.holds_whole_ring() {
                 return None;
             }
-            if let Collect::Empty = self.collect_chain() {
+            if !matches!(self.collect_chain(), Collect::Held) {
                 return None;
             }
         }
