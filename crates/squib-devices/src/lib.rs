@@ -15,6 +15,8 @@
 pub mod alloc_counter;
 pub mod bus;
 pub mod legacy;
+#[cfg(test)]
+mod log_capture;
 pub mod rate_limiter;
 pub mod virtio;
 

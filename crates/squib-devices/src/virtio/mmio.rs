@@ -9,6 +9,9 @@
 //! writable between DRIVER and FEATURES_OK; FEATURES_OK sticks only if the driver accepted
 //! VERSION_1 and nothing the device did not offer; queues are configurable between
 //! FEATURES_OK and DRIVER_OK; DRIVER_OK activates the device, or sets DEVICE_NEEDS_RESET.
+//! Invalid queue sizes and misaligned ring addresses are ignored. Everything a guest can
+//! make this file log goes through a rate-limited call site (the vCPU thread must not be a
+//! log pump), and virtio-queue's own `error!` paths are avoided (see [`super::queue`]).
 //!
 //! Queue notifications normally never reach here (an ioeventfd at [`reg::QUEUE_NOTIFY`] catches them); a
 //! notify that does is forwarded to the queue's eventfd.
@@ -18,6 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use virtio_queue::QueueT;
 use vmm_sys_util::eventfd::EventFd;
 
+use super::queue::{self, Ring};
 use super::{features, status, GuestMemoryMmap, VirtioDevice, VirtioInterrupt};
 use crate::bus::BusDevice;
 
@@ -207,7 +211,10 @@ impl MmioTransport {
             | reg::QUEUE_AVAIL_HIGH
             | reg::QUEUE_USED_LOW
             | reg::QUEUE_USED_HIGH => self.write_queue_reg(offset, value),
-            _ => log::debug!("virtio-mmio: write to read-only or unknown register {offset:#x}"),
+            _ => squib_logger::log_rate_limited!(
+                log::Level::Debug,
+                "virtio-mmio: write to read-only or unknown register {offset:#x}"
+            ),
         }
     }
 
@@ -227,21 +234,28 @@ impl MmioTransport {
         if !self.status_has(status::FEATURES_OK, status::DRIVER_OK | status::FAILED) {
             return;
         }
+        let queue_sel = self.queue_sel;
         let mut dev = self.locked_device();
-        let Some(q) = dev.queues_mut().get_mut(self.queue_sel as usize) else {
+        let Some(q) = dev.queues_mut().get_mut(queue_sel as usize) else {
             return;
         };
-        match offset {
-            // QueueT::set_size ignores sizes that are not a power of two or exceed the max.
-            reg::QUEUE_NUM => q.set_size(value as u16),
-            reg::QUEUE_READY => q.set_ready(value == 1),
-            reg::QUEUE_DESC_LOW => q.set_desc_table_address(Some(value), None),
-            reg::QUEUE_DESC_HIGH => q.set_desc_table_address(None, Some(value)),
-            reg::QUEUE_AVAIL_LOW => q.set_avail_ring_address(Some(value), None),
-            reg::QUEUE_AVAIL_HIGH => q.set_avail_ring_address(None, Some(value)),
-            reg::QUEUE_USED_LOW => q.set_used_ring_address(Some(value), None),
-            reg::QUEUE_USED_HIGH => q.set_used_ring_address(None, Some(value)),
-            _ => {}
+        // The `queue` helpers refuse what virtio-queue's setters would log an error for.
+        let result = match offset {
+            reg::QUEUE_NUM => queue::set_size(q, value),
+            reg::QUEUE_READY => {
+                q.set_ready(value == 1);
+                Ok(())
+            }
+            reg::QUEUE_DESC_LOW => queue::set_ring_half(q, Ring::Descriptors, false, value),
+            reg::QUEUE_DESC_HIGH => queue::set_ring_half(q, Ring::Descriptors, true, value),
+            reg::QUEUE_AVAIL_LOW => queue::set_ring_half(q, Ring::Available, false, value),
+            reg::QUEUE_AVAIL_HIGH => queue::set_ring_half(q, Ring::Available, true, value),
+            reg::QUEUE_USED_LOW => queue::set_ring_half(q, Ring::Used, false, value),
+            reg::QUEUE_USED_HIGH => queue::set_ring_half(q, Ring::Used, true, value),
+            _ => Ok(()),
+        };
+        if let Err(e) = result {
+            squib_logger::warn_rate_limited!("virtio-mmio: queue {queue_sel}: {e}, ignored");
         }
     }
 
@@ -249,7 +263,7 @@ impl MmioTransport {
         let dev = self.locked_device();
         if let Some(evt) = dev.queue_events().get(index as usize) {
             if let Err(e) = evt.write(1) {
-                log::warn!("virtio-mmio: cannot signal queue {index}: {e}");
+                squib_logger::warn_rate_limited!("virtio-mmio: cannot signal queue {index}: {e}");
             }
         }
     }
@@ -261,7 +275,8 @@ impl MmioTransport {
         }
         // The driver may only add bits (virtio 1.2 §2.1.2).
         if value & self.device_status != self.device_status {
-            log::debug!(
+            squib_logger::log_rate_limited!(
+                log::Level::Debug,
                 "virtio-mmio: status {value:#x} clears bits of {:#x}",
                 self.device_status
             );
@@ -296,8 +311,9 @@ impl MmioTransport {
         let mut valid = true;
         for (index, q) in dev.queues_mut().iter_mut().enumerate() {
             q.set_event_idx(event_idx);
-            if q.ready() && !q.is_valid(&self.mem) {
-                log::warn!("virtio-mmio: queue {index} has an invalid layout");
+            // Not `Queue::is_valid`, which logs an error of its own for each attempt.
+            if let Err(e) = queue::check_layout(q, &self.mem) {
+                squib_logger::warn_rate_limited!("virtio-mmio: queue {index}: {e}");
                 valid = false;
             }
         }
@@ -309,10 +325,10 @@ impl MmioTransport {
         };
         drop(dev);
         if let Err(e) = result {
-            log::warn!("virtio-mmio: device activation failed: {e}");
+            squib_logger::warn_rate_limited!("virtio-mmio: device activation failed: {e}");
             self.device_status |= status::DEVICE_NEEDS_RESET;
             if let Err(e) = self.interrupt.signal_config_change() {
-                log::warn!("virtio-mmio: cannot signal needs-reset: {e}");
+                squib_logger::warn_rate_limited!("virtio-mmio: cannot signal needs-reset: {e}");
             }
         }
     }

@@ -327,7 +327,11 @@ impl VirtioDevice for Net {
             }
             _ => {
                 self.metrics.cfg_fails.inc();
-                log::debug!("net {}: config write at {offset:#x} ignored", self.iface_id);
+                squib_logger::log_rate_limited!(
+                    log::Level::Debug,
+                    "net {}: config write at {offset:#x} ignored",
+                    self.iface_id
+                );
             }
         }
     }
@@ -351,7 +355,7 @@ impl VirtioDevice for Net {
         let flags = self.tap_offloads();
         if let Err(e) = self.tap.set_offload(flags) {
             // The TAP then sends plain frames, which the guest always accepts.
-            log::warn!(
+            squib_logger::warn_rate_limited!(
                 "net {}: cannot set TAP offloads {flags:#x}: {e}",
                 self.iface_id
             );
@@ -385,5 +389,7 @@ mod alloc_tests;
 mod budget_tests;
 #[cfg(test)]
 mod hostile_tests;
+#[cfg(test)]
+mod log_flood_tests;
 #[cfg(test)]
 pub(crate) mod tests;

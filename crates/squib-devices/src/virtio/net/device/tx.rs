@@ -15,6 +15,7 @@ use vm_memory::{Bytes, GuestMemory, Permissions};
 use super::Net;
 use crate::rate_limiter::TokenType;
 use crate::virtio::net::{MAX_BUFFER_LEN, TX_INDEX, VNET_HDR_LEN};
+use crate::virtio::queue::{add_used, QueueError};
 
 /// What happened to one tx chain.
 enum TxOutcome {
@@ -111,7 +112,11 @@ impl Net {
                 Ok(mut avail) => avail.next(),
                 Err(e) => {
                     self.metrics.tx_malformed_frames.inc();
-                    log::debug!("net {}: tx available ring: {e}", self.iface_id);
+                    squib_logger::log_rate_limited!(
+                        log::Level::Debug,
+                        "net {}: tx available ring: {e}",
+                        self.iface_id
+                    );
                     return None;
                 }
             };
@@ -222,8 +227,13 @@ impl Net {
         let Some(mem) = self.mem.as_ref() else {
             return;
         };
-        if let Err(e) = self.state.queues[TX_INDEX].add_used(mem, head, 0) {
-            log::error!("net {}: cannot complete tx head {head}: {e}", self.iface_id);
+        match add_used(&mut self.state.queues[TX_INDEX], mem, head, 0) {
+            // Names no descriptor: already counted and warned about as a malformed chain.
+            Ok(()) | Err(QueueError::HeadOutOfRange { .. }) => {}
+            Err(e) => squib_logger::error_rate_limited!(
+                "net {}: cannot complete tx head {head}: {e}",
+                self.iface_id
+            ),
         }
     }
 }
