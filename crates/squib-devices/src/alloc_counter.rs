@@ -61,6 +61,8 @@ mod tests {
             std::hint::black_box(Vec::<u8>::with_capacity(1));
         });
         assert_eq!(n, 1, "the installed CountingAlloc must see an allocation");
+        // A first spawn may initialise process-wide state (stack size from the environment).
+        std::thread::spawn(|| ()).join().unwrap();
         let ((), n) = count_allocations(|| {
             std::thread::spawn(|| std::hint::black_box(vec![0u8; 64]))
                 .join()
