@@ -4,32 +4,15 @@
 //!
 //! Run: `cargo bench -p squib-devices --features test-utils --bench block`.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::os::unix::fs::FileExt;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use squib_devices::alloc_counter::{thread_allocations, CountingAlloc};
 use squib_devices::virtio::block::{request_type, Block, BlockConfig, CacheMode};
 use squib_devices::virtio::test_utils::{single_region_mem, VirtQueue, F_WRITE};
 use squib_devices::virtio::{features, VirtioDevice, VirtioInterrupt};
 use vm_memory::{Bytes, GuestAddress};
-
-struct CountingAlloc;
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: forwards every call unchanged to the system allocator; only counts.
-unsafe impl GlobalAlloc for CountingAlloc {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract, passed through as is.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` came from `System.alloc` with this `layout` (see `alloc`).
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
 
 #[global_allocator]
 static GLOBAL: CountingAlloc = CountingAlloc;
@@ -106,7 +89,7 @@ fn device_rate(path: &std::path::Path, kind: u32, size: u32) -> (f64, f64) {
         let _ = irq.eventfd().read();
     };
     batch(&mut block);
-    let allocs_before = ALLOCS.load(Ordering::Relaxed);
+    let allocs_before = thread_allocations();
     let start = Instant::now();
     while start.elapsed() < RUN {
         batch(&mut block);
@@ -114,7 +97,7 @@ fn device_rate(path: &std::path::Path, kind: u32, size: u32) -> (f64, f64) {
         requests += BATCH;
     }
     let secs = start.elapsed().as_secs_f64();
-    let allocs = (ALLOCS.load(Ordering::Relaxed) - allocs_before) as f64 / requests as f64;
+    let allocs = (thread_allocations() - allocs_before) as f64 / requests as f64;
     (bytes as f64 / secs / f64::from(1 << 20), allocs)
 }
 

@@ -11,7 +11,16 @@
 //! depends on `squib-vmm`.
 #![warn(missing_docs)]
 
+#[cfg(any(test, feature = "test-utils"))]
+pub mod alloc_counter;
 pub mod bus;
 pub mod legacy;
+#[cfg(test)]
+mod log_capture;
 pub mod rate_limiter;
 pub mod virtio;
+
+/// squib-devices' unit tests count heap allocations (the zero-allocation hot-path tests).
+#[cfg(test)]
+#[global_allocator]
+static GLOBAL: alloc_counter::CountingAlloc = alloc_counter::CountingAlloc;

@@ -10,6 +10,11 @@
 //! [`RateLimiter::event_handler`] on that fd. A request larger than the whole bucket is let
 //! through (the bucket is emptied) and the timer is armed for the over-consumed part, so a big
 //! request throttles the ones after it instead of blocking forever.
+//!
+//! `size`, `one_time_burst` and `refill_time` are any u64 the API accepts, so the arithmetic
+//! is integer, checked or saturating throughout (no floats, no unchecked `u128` products):
+//! nothing here can panic, which with `panic = "abort"` would kill the VMM. Timers are
+//! clamped to [1 ms, ~136 years].
 
 use std::os::unix::io::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
@@ -19,6 +24,23 @@ use vmm_sys_util::timerfd::TimerFd;
 const NANOS_PER_MILLI: u128 = 1_000_000;
 /// Shortest timer the limiter arms, so a nearly-refilled bucket does not spin the event loop.
 const MIN_TIMER: Duration = Duration::from_millis(1);
+/// Longest timer the limiter arms (~136 years): any `size`/`refill_time` pair from the API
+/// gives a wait that fits a timerfd.
+const MAX_TIMER: Duration = Duration::from_secs(u32::MAX as u64);
+
+/// `ceil(tokens * refill_ns / size)` as a timer, clamped to [`MIN_TIMER`, `MAX_TIMER`].
+///
+/// With `tokens <= u64::MAX` and `refill_ns < 2^84` the product can exceed `u128`; it then
+/// does only when the true wait is over 2^64 ns (584 years), so saturating to [`MAX_TIMER`]
+/// is exact after the clamp.
+fn refill_wait(tokens: u64, refill_ns: u128, size: u64) -> Duration {
+    let ns = u128::from(tokens)
+        .checked_mul(refill_ns)
+        .map_or(u128::MAX, |p| p.div_ceil(u128::from(size.max(1))));
+    u64::try_from(ns)
+        .map_or(MAX_TIMER, Duration::from_nanos)
+        .clamp(MIN_TIMER, MAX_TIMER)
+}
 
 /// Which bucket a consumption draws from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,15 +52,15 @@ pub enum TokenType {
 }
 
 /// Result of taking tokens from one bucket.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BucketReduction {
     /// Not enough tokens: nothing was taken.
     Failure,
     /// The tokens were taken.
     Success,
     /// More than the bucket size was asked: the bucket was emptied and the request let
-    /// through; the value is how many bucket-refills the excess is worth.
-    OverConsumption(f64),
+    /// through; the value is the excess over what the bucket held, in tokens.
+    OverConsumption(u64),
 }
 
 /// One token bucket (Firecracker `TokenBucket`).
@@ -94,10 +116,20 @@ impl TokenBucket {
 
     /// Add the tokens earned since the last update; keep the sub-token remainder of time.
     fn refill(&mut self) {
-        let now = Instant::now();
-        let elapsed = now.saturating_duration_since(self.last_update).as_nanos();
+        self.refill_at(Instant::now());
+    }
+
+    /// [`refill`](Self::refill) as of `now`. Integer arithmetic only, none of which can
+    /// overflow or panic for any `size` and `refill_time` (both are any u64 from the API).
+    fn refill_at(&mut self, now: Instant) {
+        // Instants a process sees are less than 2^64 ns apart; clamping makes
+        // `elapsed * size` (< 2^128) exact.
+        let elapsed = u64::try_from(now.saturating_duration_since(self.last_update).as_nanos())
+            .unwrap_or(u64::MAX);
         let size = u128::from(self.size);
-        let tokens = elapsed * size / self.refill_ns();
+        let tokens = u128::from(elapsed)
+            .checked_mul(size)
+            .map_or(u128::MAX, |p| p / self.refill_ns());
         if tokens == 0 {
             return;
         }
@@ -106,10 +138,16 @@ impl TokenBucket {
             self.last_update = now;
             return;
         }
-        // tokens < size, so both fit in u64; the time they cost is at most `elapsed`.
-        let spent_ns = u64::try_from(tokens * self.refill_ns() / size).unwrap_or(u64::MAX);
-        self.last_update += Duration::from_nanos(spent_ns);
-        self.budget = self.size.min(self.budget + tokens as u64);
+        // tokens < size fits in u64; the time the tokens cost is at most `elapsed` (so the
+        // clock never moves past `now`; an overflowing product means exactly `elapsed`).
+        let tokens = u64::try_from(tokens).unwrap_or(self.size);
+        let spent_ns = u128::from(tokens)
+            .checked_mul(self.refill_ns())
+            .map_or(u128::from(elapsed), |p| p / size)
+            .min(u128::from(elapsed));
+        let spent = Duration::from_nanos(u64::try_from(spent_ns).unwrap_or(elapsed));
+        self.last_update = self.last_update.checked_add(spent).unwrap_or(now);
+        self.budget = self.size.min(self.budget.saturating_add(tokens));
     }
 
     /// Take `tokens`: the one-time burst first, then the refilling budget.
@@ -124,9 +162,9 @@ impl TokenBucket {
         }
         self.refill();
         if tokens > self.size {
-            let excess = tokens - self.budget;
+            let excess = tokens.saturating_sub(self.budget);
             self.budget = 0;
-            return BucketReduction::OverConsumption(excess as f64 / self.size as f64);
+            return BucketReduction::OverConsumption(excess);
         }
         if tokens > self.budget {
             return BucketReduction::Failure;
@@ -143,9 +181,13 @@ impl TokenBucket {
     /// How long until `tokens` (≤ size) are available.
     fn time_until(&mut self, tokens: u64) -> Duration {
         self.refill();
-        let missing = u128::from(tokens.min(self.size).saturating_sub(self.budget));
-        let ns = (missing * self.refill_ns()).div_ceil(u128::from(self.size));
-        Duration::from_nanos(u64::try_from(ns).unwrap_or(u64::MAX)).max(MIN_TIMER)
+        let missing = tokens.min(self.size).saturating_sub(self.budget);
+        refill_wait(missing, self.refill_ns(), self.size)
+    }
+
+    /// How long the bucket needs to earn back `excess` over-consumed tokens.
+    fn time_to_repay(&self, excess: u64) -> Duration {
+        refill_wait(excess, self.refill_ns(), self.size)
     }
 }
 
@@ -232,9 +274,8 @@ impl RateLimiter {
                 let wait = bucket.time_until(tokens);
                 !self.arm(wait)
             }
-            BucketReduction::OverConsumption(ratio) => {
-                let ms = ratio * bucket.refill_time_ms() as f64;
-                let wait = Duration::from_secs_f64(ms / 1000.0).max(MIN_TIMER);
+            BucketReduction::OverConsumption(excess) => {
+                let wait = bucket.time_to_repay(excess);
                 self.arm(wait);
                 true
             }
@@ -333,7 +374,7 @@ mod tests {
     #[test]
     fn oversize_request_passes_and_empties_bucket() {
         let mut b = TokenBucket::new(100, 0, 1000).unwrap();
-        assert_eq!(b.reduce(300), BucketReduction::OverConsumption(2.0));
+        assert_eq!(b.reduce(300), BucketReduction::OverConsumption(200));
         assert_eq!(b.budget(), 0);
     }
 
@@ -373,5 +414,96 @@ mod tests {
         rl.update_buckets(BucketUpdate::None, BucketUpdate::from_config(7, 1, 10));
         assert_eq!(rl.ops().map(TokenBucket::size), Some(7));
         assert_eq!(rl.as_raw_fd(), fd);
+    }
+
+    /// Any u64 can come from the API; none may panic the process (`panic = "abort"`).
+    mod hostile_config {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn any_u64() -> impl Strategy<Value = u64> {
+            prop_oneof![
+                Just(0u64),
+                Just(1u64),
+                Just(u64::MAX),
+                Just(u64::MAX - 1),
+                Just(u64::MAX / 2),
+                any::<u64>(),
+            ]
+        }
+
+        #[test]
+        fn huge_sizes_and_refill_times_do_not_panic() {
+            for (size, refill) in [(1, u64::MAX), (u64::MAX, u64::MAX), (u64::MAX, 1)] {
+                let mut rl = RateLimiter::new(
+                    TokenBucket::new(size, u64::MAX, refill),
+                    TokenBucket::new(size, 0, refill),
+                )
+                .unwrap();
+                // Over-consumption (unless the bucket holds u64::MAX): the timer for the
+                // excess would be ~1e35 seconds; it is capped, armed, and the limiter blocks.
+                assert!(rl.consume(u64::MAX, TokenType::Ops));
+                assert_eq!(rl.is_blocked(), size < u64::MAX);
+                let mut rl = RateLimiter::new(TokenBucket::new(size, 0, refill), None).unwrap();
+                // Drain, then ask for more than is left: the wait needs missing * refill_ns.
+                let _ = rl.consume(size, TokenType::Bytes);
+                let _ = rl.consume(size, TokenType::Bytes);
+                let _ = rl.consume(u64::MAX, TokenType::Bytes);
+                rl.manual_replenish(u64::MAX, TokenType::Bytes);
+            }
+        }
+
+        #[test]
+        fn refill_after_any_time_stays_within_the_bucket() {
+            let mut b = TokenBucket::new(u64::MAX, 0, u64::MAX).unwrap();
+            assert_eq!(b.reduce(u64::MAX), BucketReduction::Success);
+            let start = b.last_update;
+            for secs in [1, 3_600, 86_400 * 365, 86_400 * 365 * 500] {
+                if let Some(now) = start.checked_add(Duration::from_secs(secs)) {
+                    b.refill_at(now);
+                    assert!(b.budget <= b.size());
+                }
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            #[test]
+            fn any_config_and_requests_never_panic_or_overfill(
+                size in any_u64(),
+                burst in any_u64(),
+                refill in any_u64(),
+                requests in prop::collection::vec((any_u64(), any::<bool>()), 1..8),
+                elapsed_ns in any_u64(),
+            ) {
+                let mut rl = RateLimiter::new(
+                    TokenBucket::new(size, burst, refill),
+                    TokenBucket::new(size, burst, refill),
+                )
+                .unwrap();
+                for &(tokens, replenish) in &requests {
+                    let _ = rl.consume(tokens, TokenType::Bytes);
+                    let _ = rl.consume(tokens, TokenType::Ops);
+                    if replenish {
+                        rl.manual_replenish(tokens, TokenType::Bytes);
+                    }
+                    // Unblock without waiting for the timer: the next request runs the
+                    // bucket arithmetic again instead of returning early.
+                    rl.timer_active = false;
+                }
+                if let Some(b) = rl.bandwidth.as_mut() {
+                    prop_assert!(b.budget <= b.size());
+                    if let Some(now) =
+                        b.last_update.checked_add(Duration::from_nanos(elapsed_ns))
+                    {
+                        b.refill_at(now);
+                    }
+                    prop_assert!(b.budget <= b.size());
+                    prop_assert!(b.budget() <= b.size());
+                }
+            }
+        }
     }
 }

@@ -4,6 +4,9 @@
 //! `utc_timestamp_ms`; `--start-time-us` / `--start-time-cpu-us` are monotonic and
 //! process-CPU microseconds. We read the clocks with `clock_gettime` and convert to a civil
 //! date ourselves (days-from-civil inverse, proleptic Gregorian) to avoid a date crate.
+//!
+//! [`clock_us`] / the private `read_clock` are the process's only `clock_gettime` wrapper:
+//! the boot timer (`squib-devices`) and everything else read time through this module.
 
 /// Read `clock` as (seconds, nanoseconds); a failing clock reads as zero.
 fn read_clock(clock: libc::clockid_t) -> (u64, u32) {
@@ -22,7 +25,11 @@ fn read_clock(clock: libc::clockid_t) -> (u64, u32) {
     (secs, nanos)
 }
 
-fn to_us((secs, nanos): (u64, u32)) -> u64 {
+/// The time on `clock` in microseconds, saturating; a clock that cannot be read (Linux never
+/// fails for `CLOCK_MONOTONIC`, `CLOCK_REALTIME` or `CLOCK_PROCESS_CPUTIME_ID`) reads as 0.
+#[must_use]
+pub fn clock_us(clock: libc::clockid_t) -> u64 {
+    let (secs, nanos) = read_clock(clock);
     secs.saturating_mul(1_000_000)
         .saturating_add(u64::from(nanos / 1_000))
 }
@@ -30,13 +37,13 @@ fn to_us((secs, nanos): (u64, u32)) -> u64 {
 /// Microseconds on `CLOCK_MONOTONIC` (the clock of `--start-time-us`).
 #[must_use]
 pub fn monotonic_us() -> u64 {
-    to_us(read_clock(libc::CLOCK_MONOTONIC))
+    clock_us(libc::CLOCK_MONOTONIC)
 }
 
 /// Microseconds of CPU time used by this process (the clock of `--start-time-cpu-us`).
 #[must_use]
 pub fn process_cpu_us() -> u64 {
-    to_us(read_clock(libc::CLOCK_PROCESS_CPUTIME_ID))
+    clock_us(libc::CLOCK_PROCESS_CPUTIME_ID)
 }
 
 /// Milliseconds since the Unix epoch (`utc_timestamp_ms` of a metrics line).
@@ -139,5 +146,11 @@ mod tests {
         assert!(a.wall_us > 0);
         assert!(utc_ms() > 1_600_000_000_000);
         assert_eq!(log_timestamp().len(), "1970-01-01T00:00:00.000000000".len());
+    }
+
+    #[test]
+    fn clock_us_reads_zero_for_an_invalid_clock() {
+        assert_eq!(clock_us(-1), 0);
+        assert!(clock_us(libc::CLOCK_MONOTONIC) > 0);
     }
 }

@@ -9,8 +9,11 @@
 //! writable between DRIVER and FEATURES_OK; FEATURES_OK sticks only if the driver accepted
 //! VERSION_1 and nothing the device did not offer; queues are configurable between
 //! FEATURES_OK and DRIVER_OK; DRIVER_OK activates the device, or sets DEVICE_NEEDS_RESET.
+//! Invalid queue sizes and misaligned ring addresses are ignored. Everything a guest can
+//! make this file log goes through a rate-limited call site (the vCPU thread must not be a
+//! log pump), and virtio-queue's own `error!` paths are avoided (see [`super::queue`]).
 //!
-//! Queue notifications normally never reach here (an ioeventfd at 0x50 catches them); a
+//! Queue notifications normally never reach here (an ioeventfd at [`reg::QUEUE_NOTIFY`] catches them); a
 //! notify that does is forwarded to the queue's eventfd.
 
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -18,6 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use virtio_queue::QueueT;
 use vmm_sys_util::eventfd::EventFd;
 
+use super::queue::{self, Ring};
 use super::{features, status, GuestMemoryMmap, VirtioDevice, VirtioInterrupt};
 use crate::bus::BusDevice;
 
@@ -27,35 +31,56 @@ pub const MMIO_MAGIC_VALUE: u32 = 0x7472_6976;
 pub const MMIO_VERSION: u32 = 2;
 /// Size of one virtio-mmio slot.
 pub const MMIO_SLOT_SIZE: u64 = 0x1000;
-/// Offset of the QueueNotify register (where the VMM places the ioeventfds).
-pub const NOTIFY_REG_OFFSET: u64 = 0x50;
 /// Offset of device config space.
 pub const CONFIG_SPACE_OFFSET: u64 = 0x100;
 
 /// Register offsets (virtio 1.2 §4.2.2, table 4.1).
-mod reg {
+pub mod reg {
+    /// MagicValue (read-only, "virt").
     pub const MAGIC: u64 = 0x00;
+    /// Version (read-only, 2).
     pub const VERSION: u64 = 0x04;
+    /// DeviceID (read-only).
     pub const DEVICE_ID: u64 = 0x08;
+    /// VendorID (read-only).
     pub const VENDOR_ID: u64 = 0x0c;
+    /// DeviceFeatures: the 32 feature bits selected by DeviceFeaturesSel.
     pub const DEVICE_FEATURES: u64 = 0x10;
+    /// DeviceFeaturesSel.
     pub const DEVICE_FEATURES_SEL: u64 = 0x14;
+    /// DriverFeatures: the 32 feature bits selected by DriverFeaturesSel.
     pub const DRIVER_FEATURES: u64 = 0x20;
+    /// DriverFeaturesSel.
     pub const DRIVER_FEATURES_SEL: u64 = 0x24;
+    /// QueueSel: the queue the Queue* registers address.
     pub const QUEUE_SEL: u64 = 0x30;
+    /// QueueNumMax (read-only).
     pub const QUEUE_NUM_MAX: u64 = 0x34;
+    /// QueueNum: the queue size the driver chose.
     pub const QUEUE_NUM: u64 = 0x38;
+    /// QueueReady.
     pub const QUEUE_READY: u64 = 0x44;
+    /// QueueNotify: where the VMM places the queue ioeventfds (datamatch = queue index).
     pub const QUEUE_NOTIFY: u64 = 0x50;
+    /// InterruptStatus (read-only).
     pub const INTERRUPT_STATUS: u64 = 0x60;
+    /// InterruptACK.
     pub const INTERRUPT_ACK: u64 = 0x64;
+    /// Status.
     pub const STATUS: u64 = 0x70;
+    /// QueueDescLow.
     pub const QUEUE_DESC_LOW: u64 = 0x80;
+    /// QueueDescHigh.
     pub const QUEUE_DESC_HIGH: u64 = 0x84;
+    /// QueueDriverLow (avail ring).
     pub const QUEUE_AVAIL_LOW: u64 = 0x90;
+    /// QueueDriverHigh (avail ring).
     pub const QUEUE_AVAIL_HIGH: u64 = 0x94;
+    /// QueueDeviceLow (used ring).
     pub const QUEUE_USED_LOW: u64 = 0xa0;
+    /// QueueDeviceHigh (used ring).
     pub const QUEUE_USED_HIGH: u64 = 0xa4;
+    /// ConfigGeneration (read-only).
     pub const CONFIG_GENERATION: u64 = 0xfc;
 }
 
@@ -120,7 +145,7 @@ impl MmioTransport {
     }
 
     /// Clones of the queue eventfds, in queue order, for ioeventfd registration at
-    /// `base + NOTIFY_REG_OFFSET` with datamatch = index.
+    /// `base + reg::QUEUE_NOTIFY` with datamatch = index.
     ///
     /// # Errors
     /// An eventfd cannot be duplicated.
@@ -186,7 +211,10 @@ impl MmioTransport {
             | reg::QUEUE_AVAIL_HIGH
             | reg::QUEUE_USED_LOW
             | reg::QUEUE_USED_HIGH => self.write_queue_reg(offset, value),
-            _ => log::debug!("virtio-mmio: write to read-only or unknown register {offset:#x}"),
+            _ => squib_logger::log_rate_limited!(
+                log::Level::Debug,
+                "virtio-mmio: write to read-only or unknown register {offset:#x}"
+            ),
         }
     }
 
@@ -206,21 +234,28 @@ impl MmioTransport {
         if !self.status_has(status::FEATURES_OK, status::DRIVER_OK | status::FAILED) {
             return;
         }
+        let queue_sel = self.queue_sel;
         let mut dev = self.locked_device();
-        let Some(q) = dev.queues_mut().get_mut(self.queue_sel as usize) else {
+        let Some(q) = dev.queues_mut().get_mut(queue_sel as usize) else {
             return;
         };
-        match offset {
-            // QueueT::set_size ignores sizes that are not a power of two or exceed the max.
-            reg::QUEUE_NUM => q.set_size(value as u16),
-            reg::QUEUE_READY => q.set_ready(value == 1),
-            reg::QUEUE_DESC_LOW => q.set_desc_table_address(Some(value), None),
-            reg::QUEUE_DESC_HIGH => q.set_desc_table_address(None, Some(value)),
-            reg::QUEUE_AVAIL_LOW => q.set_avail_ring_address(Some(value), None),
-            reg::QUEUE_AVAIL_HIGH => q.set_avail_ring_address(None, Some(value)),
-            reg::QUEUE_USED_LOW => q.set_used_ring_address(Some(value), None),
-            reg::QUEUE_USED_HIGH => q.set_used_ring_address(None, Some(value)),
-            _ => {}
+        // The `queue` helpers refuse what virtio-queue's setters would log an error for.
+        let result = match offset {
+            reg::QUEUE_NUM => queue::set_size(q, value),
+            reg::QUEUE_READY => {
+                q.set_ready(value == 1);
+                Ok(())
+            }
+            reg::QUEUE_DESC_LOW => queue::set_ring_half(q, Ring::Descriptors, false, value),
+            reg::QUEUE_DESC_HIGH => queue::set_ring_half(q, Ring::Descriptors, true, value),
+            reg::QUEUE_AVAIL_LOW => queue::set_ring_half(q, Ring::Available, false, value),
+            reg::QUEUE_AVAIL_HIGH => queue::set_ring_half(q, Ring::Available, true, value),
+            reg::QUEUE_USED_LOW => queue::set_ring_half(q, Ring::Used, false, value),
+            reg::QUEUE_USED_HIGH => queue::set_ring_half(q, Ring::Used, true, value),
+            _ => Ok(()),
+        };
+        if let Err(e) = result {
+            squib_logger::warn_rate_limited!("virtio-mmio: queue {queue_sel}: {e}, ignored");
         }
     }
 
@@ -228,7 +263,7 @@ impl MmioTransport {
         let dev = self.locked_device();
         if let Some(evt) = dev.queue_events().get(index as usize) {
             if let Err(e) = evt.write(1) {
-                log::warn!("virtio-mmio: cannot signal queue {index}: {e}");
+                squib_logger::warn_rate_limited!("virtio-mmio: cannot signal queue {index}: {e}");
             }
         }
     }
@@ -240,7 +275,8 @@ impl MmioTransport {
         }
         // The driver may only add bits (virtio 1.2 §2.1.2).
         if value & self.device_status != self.device_status {
-            log::debug!(
+            squib_logger::log_rate_limited!(
+                log::Level::Debug,
                 "virtio-mmio: status {value:#x} clears bits of {:#x}",
                 self.device_status
             );
@@ -275,8 +311,9 @@ impl MmioTransport {
         let mut valid = true;
         for (index, q) in dev.queues_mut().iter_mut().enumerate() {
             q.set_event_idx(event_idx);
-            if q.ready() && !q.is_valid(&self.mem) {
-                log::warn!("virtio-mmio: queue {index} has an invalid layout");
+            // Not `Queue::is_valid`, which logs an error of its own for each attempt.
+            if let Err(e) = queue::check_layout(q, &self.mem) {
+                squib_logger::warn_rate_limited!("virtio-mmio: queue {index}: {e}");
                 valid = false;
             }
         }
@@ -288,10 +325,10 @@ impl MmioTransport {
         };
         drop(dev);
         if let Err(e) = result {
-            log::warn!("virtio-mmio: device activation failed: {e}");
+            squib_logger::warn_rate_limited!("virtio-mmio: device activation failed: {e}");
             self.device_status |= status::DEVICE_NEEDS_RESET;
             if let Err(e) = self.interrupt.signal_config_change() {
-                log::warn!("virtio-mmio: cannot signal needs-reset: {e}");
+                squib_logger::warn_rate_limited!("virtio-mmio: cannot signal needs-reset: {e}");
             }
         }
     }

@@ -6,15 +6,12 @@ use std::sync::{Arc, Mutex};
 use squib_arch::acpi::MmioDeviceInfo;
 use squib_arch::layout::{FIRST_VIRTIO_GSI, LAST_GSI, VIRTIO_MMIO_SLOT_SIZE, VIRTIO_MMIO_START};
 use squib_devices::bus::BusError;
-use squib_devices::virtio::mmio::MmioTransport;
+use squib_devices::virtio::mmio::{reg, MmioTransport};
 use squib_devices::virtio::VirtioDevice;
 use vm_memory::GuestMemoryMmap;
 
 use super::DeviceManager;
 use crate::vstate::vm::{Vm, VmError};
-
-/// Offset of the QueueNotify register in a virtio-mmio slot.
-const QUEUE_NOTIFY_OFFSET: u64 = 0x50;
 
 /// Why a virtio-mmio device could not be attached.
 #[derive(Debug, thiserror::Error)]
@@ -55,7 +52,7 @@ impl DeviceManager {
         let transport = MmioTransport::new(mem.clone(), device).map_err(MmioError::Interrupt)?;
         let queue_evts = transport.queue_evts().map_err(MmioError::Interrupt)?;
         for (queue_index, evt) in (0u32..).zip(&queue_evts) {
-            vm.register_mmio_ioevent(evt, addr + QUEUE_NOTIFY_OFFSET, queue_index)?;
+            vm.register_mmio_ioevent(evt, addr + reg::QUEUE_NOTIFY, queue_index)?;
         }
         vm.register_irqfd(transport.interrupt_evt(), gsi)?;
         self.mmio_bus

@@ -329,6 +329,10 @@ fn handle_exit(index: u8, exit: VcpuExit<'_>, pio: &Bus, mmio: &Bus) -> Step {
 }
 
 #[cfg(test)]
+#[path = "vcpu_alloc_tests.rs"]
+mod alloc_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

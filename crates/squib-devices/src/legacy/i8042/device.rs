@@ -251,7 +251,7 @@ impl I8042Device {
         I8042_METRICS.reset_count.inc();
         if let Err(e) = self.reset_evt.write(1) {
             I8042_METRICS.error_count.inc();
-            log::error!("i8042: cannot signal the guest's CPU reset: {e}");
+            squib_logger::error_rate_limited!("i8042: cannot signal the guest's CPU reset: {e}");
         }
     }
 

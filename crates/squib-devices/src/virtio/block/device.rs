@@ -211,14 +211,20 @@ impl Block {
                 }
             };
             let head = chain.head_index();
+            if head >= queue.size() {
+                // Names no descriptor: nothing to serve or complete.
+                drain.metrics.invalid_reqs_count.inc();
+                drain.warn(format_args!(
+                    "available ring head {head} is outside the queue of {}",
+                    queue.size()
+                ));
+                continue;
+            }
             let outcome = drain.handle(head, chain);
             match outcome {
                 ChainOutcome::Used(len) => {
-                    if let Err(e) = queue.add_used(mem, head, len) {
-                        log::error!(
-                            "block {}: cannot complete head {head}: {e}",
-                            drain.exec.drive_id
-                        );
+                    if let Err(e) = crate::virtio::queue::add_used(queue, mem, head, len) {
+                        drain.warn(format_args!("cannot complete head {head}: {e}"));
                     }
                     used_any = true;
                 }
@@ -305,7 +311,12 @@ fn serve(
             }
             Err(e) => {
                 metrics.execute_fails.inc();
-                log::debug!("block {}: sector {}: {e}", ctx.drive_id, req.sector);
+                squib_logger::log_rate_limited!(
+                    log::Level::Debug,
+                    "block {}: sector {}: {e}",
+                    ctx.drive_id,
+                    req.sector
+                );
                 (status::IOERR, 0)
             }
         },
@@ -361,7 +372,8 @@ impl VirtioDevice for Block {
     fn write_config(&mut self, offset: u64, _data: &[u8]) {
         // capacity and seg_max are read-only; no writable field is offered.
         self.metrics.cfg_fails.inc();
-        log::debug!(
+        squib_logger::log_rate_limited!(
+            log::Level::Debug,
             "block {}: config write at {offset:#x} ignored",
             self.drive_id
         );
@@ -397,5 +409,11 @@ impl VirtioDevice for Block {
     }
 }
 
+#[cfg(test)]
+mod alloc_tests;
+#[cfg(test)]
+mod budget_tests;
+#[cfg(test)]
+mod log_flood_tests;
 #[cfg(test)]
 pub(crate) mod tests;

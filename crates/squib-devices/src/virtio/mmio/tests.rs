@@ -259,3 +259,77 @@ fn transport_and_event_loop_serve_a_read_end_to_end() {
     assert_eq!(d.r(reg::INTERRUPT_STATUS), 0);
     let _: &Block = &block.lock().unwrap();
 }
+
+mod log_flood {
+    //! A guest repeating a mistake gets a rate-limited warning per call site, not a line per
+    //! register write; virtio-queue's own `error!` lines are never triggered.
+
+    use super::*;
+    use crate::log_capture::{lines_logged_by, PER_SITE};
+
+    const REPEAT: usize = 100;
+
+    fn driver_in_queue_setup() -> Driver {
+        let mut d = Driver::new();
+        assert!(d.negotiate(0, FEATURES_VERSION_1_HI));
+        d.w(reg::QUEUE_SEL, 0);
+        d
+    }
+
+    #[test]
+    fn invalid_queue_sizes_are_ignored_without_flooding_the_log() {
+        let mut d = driver_in_queue_setup();
+        let lines = lines_logged_by(|| {
+            for _ in 0..REPEAT {
+                d.w(reg::QUEUE_NUM, 3); // not a power of two
+                d.w(reg::QUEUE_NUM, 512); // above QueueNumMax
+            }
+        });
+        assert!(lines.len() <= PER_SITE, "{} lines: {lines:?}", lines.len());
+        let dev = d.mmio.device().lock().unwrap();
+        assert_eq!(dev.queues()[0].size(), 256, "invalid sizes are ignored");
+    }
+
+    #[test]
+    fn misaligned_rings_are_ignored_without_flooding_the_log() {
+        let mut d = driver_in_queue_setup();
+        let lines = lines_logged_by(|| {
+            for _ in 0..REPEAT {
+                d.w(reg::QUEUE_DESC_LOW, 0x1008); // descriptor table: 16-byte aligned
+                d.w(reg::QUEUE_AVAIL_LOW, 0x2001); // available ring: 2-byte aligned
+                d.w(reg::QUEUE_USED_LOW, 0x3002); // used ring: 4-byte aligned
+            }
+        });
+        assert!(lines.len() <= PER_SITE, "{} lines: {lines:?}", lines.len());
+        let dev = d.mmio.device().lock().unwrap();
+        let q = &dev.queues()[0];
+        assert_ne!(q.desc_table(), 0x1008);
+        assert_ne!(q.avail_ring(), 0x2001);
+        assert_ne!(q.used_ring(), 0x3002);
+    }
+
+    #[test]
+    fn failed_activations_do_not_flood_the_log() {
+        let mut d = Driver::new();
+        let outside = VirtQueue::new(d.mem, GuestAddress(0x20_0000), 16); // past guest RAM
+        let lines = lines_logged_by(|| {
+            for _ in 0..REPEAT {
+                assert!(d.negotiate(0, FEATURES_VERSION_1_HI));
+                d.setup_queue(&outside);
+                d.set_status(status::DRIVER_OK);
+                assert!(!d.activated());
+                assert_ne!(d.r(reg::STATUS) & status::DEVICE_NEEDS_RESET, 0);
+            }
+        });
+        // Two call sites: the invalid layout, and the failed activation.
+        assert!(
+            lines.len() <= 2 * PER_SITE,
+            "{} lines: {lines:?}",
+            lines.len()
+        );
+        assert!(
+            lines.iter().all(|l| !l.contains("virtio_queue")),
+            "{lines:?}"
+        );
+    }
+}

@@ -2,9 +2,11 @@
 //!
 //! Two queues, rx ([`RX_INDEX`]) and tx ([`TX_INDEX`]), of [`QUEUE_SIZE`]. The data paths
 //! live in [`rx`] (TAP → guest, back-pressure), [`rx_buffers`] (rx chains held for frames,
-//! mergeable buffers) and [`tx`] (guest → TAP, gathered straight from guest memory). Each drain serves at most the queue size of frames,
-//! then re-kicks itself so other event sources get a turn, and raises at most one interrupt
-//! (suppressed per EVENT_IDX through `needs_notification`).
+//! mergeable buffers) and [`tx`] (guest → TAP, gathered straight from guest memory). Each
+//! drain pops at most the negotiated queue size of chains (malformed ones included) and
+//! serves at most [`QUEUE_SIZE`] frames, then re-kicks itself so other event sources get a
+//! turn, and raises at most one interrupt (suppressed per EVENT_IDX through
+//! `needs_notification`).
 //! Guest mistakes drop the chain or frame, bump a metric and log at most one warning a second.
 
 mod rx;
@@ -51,6 +53,9 @@ struct RxState {
     chains: Vec<RxChain>,
     segs: Vec<(GuestAddress, u32)>,
     capacity: u64,
+    /// Chains the current drain may still pop, malformed ones included (bounded work per
+    /// event: a guest that keeps refilling the ring cannot pin the event loop).
+    pop_budget: u16,
 }
 
 /// Transmit-side state.
@@ -124,6 +129,7 @@ impl Net {
                 chains: Vec::with_capacity(QUEUE_SIZE.into()),
                 segs: Vec::with_capacity(QUEUE_SIZE.into()),
                 capacity: 0,
+                pop_budget: 0,
             },
             tx: TxState {
                 segs: Vec::with_capacity(QUEUE_SIZE.into()),
@@ -321,7 +327,11 @@ impl VirtioDevice for Net {
             }
             _ => {
                 self.metrics.cfg_fails.inc();
-                log::debug!("net {}: config write at {offset:#x} ignored", self.iface_id);
+                squib_logger::log_rate_limited!(
+                    log::Level::Debug,
+                    "net {}: config write at {offset:#x} ignored",
+                    self.iface_id
+                );
             }
         }
     }
@@ -345,7 +355,7 @@ impl VirtioDevice for Net {
         let flags = self.tap_offloads();
         if let Err(e) = self.tap.set_offload(flags) {
             // The TAP then sends plain frames, which the guest always accepts.
-            log::warn!(
+            squib_logger::warn_rate_limited!(
                 "net {}: cannot set TAP offloads {flags:#x}: {e}",
                 self.iface_id
             );
@@ -374,6 +384,12 @@ impl VirtioDevice for Net {
 }
 
 #[cfg(test)]
+mod alloc_tests;
+#[cfg(test)]
+mod budget_tests;
+#[cfg(test)]
 mod hostile_tests;
+#[cfg(test)]
+mod log_flood_tests;
 #[cfg(test)]
 pub(crate) mod tests;

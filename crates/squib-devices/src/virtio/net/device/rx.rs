@@ -9,9 +9,13 @@
 //! When the guest has no buffers the frame waits (in `rx.buf`) and the TAP is not read:
 //! back-pressure; the rx queue notification resumes. The TAP is watched edge-triggered, so a
 //! drain reads it until `EAGAIN` unless it stops for a reason with its own wake-up: no buffers
-//! (queue event), rate limiter (timer), or the per-drain cap (self-kick).
+//! (queue event), rate limiter (timer), or a per-drain cap (self-kick): [`QUEUE_SIZE`] frames,
+//! or the rx queue's size of chains popped (malformed chains count: a guest refilling the
+//! ring with them while the device runs gets one ring's worth of work per event).
 
 use std::io::ErrorKind;
+
+use virtio_queue::QueueT;
 
 use super::rx_buffers::Collect;
 use super::Net;
@@ -61,10 +65,10 @@ impl Net {
         }
         let mut delivered = false;
         let mut budget = QUEUE_SIZE;
+        self.rx.pop_budget = self.state.queues[RX_INDEX].size().max(1);
         loop {
             if self.rx.pending == 0 && self.rx.in_guest == 0 {
                 if budget == 0 {
-                    self.kick_self(RX_INDEX);
                     break;
                 }
                 budget -= 1;
@@ -77,6 +81,10 @@ impl Net {
                 Step::Wait => break,
             }
         }
+        if budget == 0 || self.rx.pop_budget == 0 {
+            // More may be waiting: come back after other event sources had a turn.
+            self.kick_self(RX_INDEX);
+        }
         if delivered {
             self.metrics.rx_count.inc();
             self.signal_used(RX_INDEX);
@@ -86,6 +94,10 @@ impl Net {
     /// Get the next frame: injected frames first (into `rx.buf`), then the TAP (straight
     /// into held chains when possible, else into `rx.buf`). `false` when there is none.
     fn fetch_frame(&mut self) -> bool {
+        if self.rx.pop_budget == 0 {
+            // This drain popped its share of chains; the self-kick resumes it.
+            return false;
+        }
         if self.fetch_injected_frame() {
             return true;
         }
@@ -211,9 +223,14 @@ impl Net {
                 *delivered = true;
                 return None;
             }
-            if let Collect::Empty = self.collect_chain() {
-                self.metrics.no_rx_avail_buffer.inc();
-                return Some(Step::Wait);
+            match self.collect_chain() {
+                Collect::Held => {}
+                Collect::Empty => {
+                    self.metrics.no_rx_avail_buffer.inc();
+                    return Some(Step::Wait);
+                }
+                // The frame waits in `rx.buf`; the drain's self-kick resumes it.
+                Collect::OutOfBudget => return Some(Step::Wait),
             }
         }
         Some(Step::Next)

@@ -4,13 +4,15 @@
 //! frame fills them, so nothing is ever rewound. [`Net::publish_frame`] completes the shortest
 //! prefix of held chains that covers a frame — several with MRG_RXBUF, `num_buffers` telling
 //! the driver how many — and keeps the rest for the next frame. Malformed chains (a
-//! device-readable piece, a piece outside guest memory, no capacity) complete empty at once.
+//! device-readable piece, a piece outside guest memory, no capacity) complete empty at once;
+//! a head outside the queue names no descriptor and is skipped (never given to `add_used`).
 
 use virtio_queue::{QueueOwnedT, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestMemory, Permissions};
 
 use super::{Net, RxChain};
 use crate::virtio::net::{MAX_BUFFER_LEN, QUEUE_SIZE, RX_INDEX};
+use crate::virtio::queue::add_used;
 use crate::virtio::GuestMemoryMmap;
 
 /// Offset of `num_buffers` in `virtio_net_hdr_v1`.
@@ -22,21 +24,32 @@ pub(super) enum Collect {
     Held,
     /// The rx ring is empty (notifications re-armed).
     Empty,
+    /// This drain popped its share of chains (`rx.pop_budget`); the drain re-kicks itself.
+    OutOfBudget,
 }
 
 impl Net {
     /// Pop one rx chain and hold its writable buffers; malformed chains complete empty.
+    /// Every pop (and every re-check after re-arming notifications) spends `rx.pop_budget`.
     pub(super) fn collect_chain(&mut self) -> Collect {
         let Some(mem) = self.mem.as_ref() else {
             return Collect::Empty;
         };
         let queue = &mut self.state.queues[RX_INDEX];
         loop {
+            if self.rx.pop_budget == 0 {
+                return Collect::OutOfBudget;
+            }
+            self.rx.pop_budget -= 1;
             let chain = match queue.iter(mem) {
                 Ok(mut avail) => avail.next(),
                 Err(e) => {
                     self.metrics.rx_fails.inc();
-                    log::debug!("net {}: rx available ring: {e}", self.iface_id);
+                    squib_logger::log_rate_limited!(
+                        log::Level::Debug,
+                        "net {}: rx available ring: {e}",
+                        self.iface_id
+                    );
                     return Collect::Empty;
                 }
             };
@@ -47,6 +60,16 @@ impl Net {
                 }
             };
             let head = chain.head_index();
+            if head >= queue.size() {
+                // Names no descriptor: nothing to hold or complete.
+                self.metrics.rx_fails.inc();
+                squib_logger::warn_rate_limited!(
+                    "net {}: rx head {head} is outside the queue of {}",
+                    self.iface_id,
+                    queue.size()
+                );
+                continue;
+            }
             let start = self.rx.segs.len();
             let mut capacity = 0u64;
             let mut valid = true;
@@ -75,8 +98,11 @@ impl Net {
             }
             self.rx.segs.truncate(start);
             self.metrics.rx_fails.inc();
-            if let Err(e) = queue.add_used(mem, head, 0) {
-                log::error!("net {}: cannot complete rx head {head}: {e}", self.iface_id);
+            if let Err(e) = add_used(queue, mem, head, 0) {
+                squib_logger::warn_rate_limited!(
+                    "net {}: cannot complete malformed rx head {head}: {e}",
+                    self.iface_id
+                );
             }
             squib_logger::warn_rate_limited!(
                 "net {}: rx head {head}: malformed chain",
@@ -92,7 +118,7 @@ impl Net {
             if self.holds_whole_ring() {
                 return None;
             }
-            if let Collect::Empty = self.collect_chain() {
+            if !matches!(self.collect_chain(), Collect::Held) {
                 return None;
             }
         }
@@ -113,7 +139,10 @@ impl Net {
     pub(super) fn copy_buffered_frame(&mut self, len: usize) {
         if let Some(mem) = self.mem.as_ref() {
             if !write_at(mem, &self.rx.segs, 0, &self.rx.buf[..len]) {
-                log::error!("net {}: rx copy into guest memory failed", self.iface_id);
+                squib_logger::error_rate_limited!(
+                    "net {}: rx copy into guest memory failed",
+                    self.iface_id
+                );
             }
         }
     }
@@ -134,15 +163,19 @@ impl Net {
         }
         let num_buffers = (count as u16).to_le_bytes();
         if !write_at(mem, &self.rx.segs, NUM_BUFFERS_OFFSET, &num_buffers) {
-            log::error!("net {}: cannot write num_buffers", self.iface_id);
+            squib_logger::error_rate_limited!("net {}: cannot write num_buffers", self.iface_id);
         }
         let mut left = len as u64;
         for chain in &self.rx.chains[..count] {
             let used = chain.capacity.min(left);
             left -= used;
-            if let Err(e) = self.state.queues[RX_INDEX].add_used(mem, chain.head, used as u32) {
+            let queue = &mut self.state.queues[RX_INDEX];
+            if let Err(e) = add_used(queue, mem, chain.head, used as u32) {
                 let head = chain.head;
-                log::error!("net {}: cannot complete rx head {head}: {e}", self.iface_id);
+                squib_logger::error_rate_limited!(
+                    "net {}: cannot complete rx head {head}: {e}",
+                    self.iface_id
+                );
             }
         }
         self.drop_held_prefix(count);
@@ -152,9 +185,13 @@ impl Net {
     pub(super) fn release_held_chains(&mut self) {
         if let Some(mem) = self.mem.as_ref() {
             for chain in &self.rx.chains {
-                if let Err(e) = self.state.queues[RX_INDEX].add_used(mem, chain.head, 0) {
+                let queue = &mut self.state.queues[RX_INDEX];
+                if let Err(e) = add_used(queue, mem, chain.head, 0) {
                     let head = chain.head;
-                    log::error!("net {}: cannot release rx head {head}: {e}", self.iface_id);
+                    squib_logger::error_rate_limited!(
+                        "net {}: cannot release rx head {head}: {e}",
+                        self.iface_id
+                    );
                 }
             }
         }

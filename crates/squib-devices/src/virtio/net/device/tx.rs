@@ -14,7 +14,8 @@ use vm_memory::{Bytes, GuestMemory, Permissions};
 
 use super::Net;
 use crate::rate_limiter::TokenType;
-use crate::virtio::net::{MAX_BUFFER_LEN, QUEUE_SIZE, TX_INDEX, VNET_HDR_LEN};
+use crate::virtio::net::{MAX_BUFFER_LEN, TX_INDEX, VNET_HDR_LEN};
+use crate::virtio::queue::{add_used, QueueError};
 
 /// What happened to one tx chain.
 enum TxOutcome {
@@ -56,7 +57,8 @@ impl Net {
         }
     }
 
-    /// Send available tx chains (at most the queue size), then interrupt once if needed.
+    /// Send available tx chains (at most the negotiated queue size, malformed ones included,
+    /// then re-kick), then interrupt once if needed.
     pub fn process_tx(&mut self) {
         if self.mem.is_none() || self.tx.blocked_on_tap {
             return;
@@ -64,7 +66,7 @@ impl Net {
         let mut completed = false;
         let mut popped = false;
         let mut injected = false;
-        let mut budget = QUEUE_SIZE;
+        let mut budget = self.state.queues[TX_INDEX].size().max(1);
         loop {
             if budget == 0 {
                 self.metrics.tx_remaining_reqs_count.inc();
@@ -102,21 +104,28 @@ impl Net {
     fn pop_tx_chain(&mut self) -> Option<u16> {
         let mem = self.mem.as_ref()?;
         let queue = &mut self.state.queues[TX_INDEX];
+        // Re-check once after re-arming notifications (a chain may have raced in); a guest
+        // moving avail.idx back and forth gets no second look, so this cannot spin.
+        let mut rearmed = false;
         let chain = loop {
             let next = match queue.iter(mem) {
                 Ok(mut avail) => avail.next(),
                 Err(e) => {
                     self.metrics.tx_malformed_frames.inc();
-                    log::debug!("net {}: tx available ring: {e}", self.iface_id);
+                    squib_logger::log_rate_limited!(
+                        log::Level::Debug,
+                        "net {}: tx available ring: {e}",
+                        self.iface_id
+                    );
                     return None;
                 }
             };
             match next {
                 Some(chain) => break chain,
-                None => match queue.enable_notification(mem) {
-                    Ok(true) => {}
-                    _ => return None,
-                },
+                None if !rearmed && matches!(queue.enable_notification(mem), Ok(true)) => {
+                    rearmed = true;
+                }
+                None => return None,
             }
         };
         let head = chain.head_index();
@@ -218,8 +227,13 @@ impl Net {
         let Some(mem) = self.mem.as_ref() else {
             return;
         };
-        if let Err(e) = self.state.queues[TX_INDEX].add_used(mem, head, 0) {
-            log::error!("net {}: cannot complete tx head {head}: {e}", self.iface_id);
+        match add_used(&mut self.state.queues[TX_INDEX], mem, head, 0) {
+            // Names no descriptor: already counted and warned about as a malformed chain.
+            Ok(()) | Err(QueueError::HeadOutOfRange { .. }) => {}
+            Err(e) => squib_logger::error_rate_limited!(
+                "net {}: cannot complete tx head {head}: {e}",
+                self.iface_id
+            ),
         }
     }
 }

@@ -1,0 +1,146 @@
+//! Zero heap allocations on the vCPU exit path (STYLE.md §7): [`handle_exit`] for port-I/O
+//! and MMIO exits, through the real buses to the serial port, the i8042 and a virtio-mmio
+//! transport, allocates nothing once warm. `VcpuExit` borrows its data, so the exits are
+//! built here without KVM.
+//!
+//! The counting allocator is a copy of `squib_devices::alloc_counter` (per-thread counts, a
+//! `const` thread-local `Cell`): using that one needs a squib-devices dev-dependency with
+//! `test-utils` in this crate's Cargo.toml.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::sync::{Arc, Mutex};
+
+use kvm_ioctls::VcpuExit;
+use squib_devices::bus::Bus;
+use squib_devices::legacy::i8042::I8042Device;
+use squib_devices::legacy::serial::SerialDevice;
+use squib_devices::virtio::block::{Block, BlockConfig, CacheMode};
+use squib_devices::virtio::mmio::{reg, MmioTransport};
+use vm_memory::{GuestAddress, GuestMemoryMmap};
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use super::{handle_exit, Step};
+
+thread_local! {
+    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+}
+
+struct CountingAlloc;
+
+// SAFETY: every call is forwarded unchanged to the system allocator; the only addition is a
+// thread-local counter update, which neither allocates nor touches the returned memory.
+unsafe impl GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+        // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract, passed through as is.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` came from `System.alloc` with this `layout` (see `alloc`).
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: CountingAlloc = CountingAlloc;
+
+fn count_allocations(f: impl FnOnce()) -> u64 {
+    let before = ALLOCATIONS.with(Cell::get);
+    f();
+    ALLOCATIONS.with(Cell::get) - before
+}
+
+const COM1: u16 = 0x3f8;
+const I8042: u16 = 0x60;
+const VIRTIO_BASE: u64 = 0xd000_0000;
+
+struct Buses {
+    pio: Bus,
+    mmio: Bus,
+    _disk: tempfile::NamedTempFile,
+}
+
+fn buses() -> Buses {
+    let evt = || EventFd::new(EFD_NONBLOCK).unwrap();
+    let mut pio = Bus::new();
+    let serial = SerialDevice::new(evt(), Box::new(std::io::sink()));
+    pio.insert(Arc::new(Mutex::new(serial)), u64::from(COM1), 8)
+        .unwrap();
+    let i8042 = I8042Device::new(evt(), evt());
+    pio.insert(Arc::new(Mutex::new(i8042)), u64::from(I8042), 5)
+        .unwrap();
+
+    let disk = tempfile::NamedTempFile::new().unwrap();
+    disk.as_file().set_len(1 << 20).unwrap();
+    let block = Block::new(BlockConfig {
+        drive_id: "rootfs".into(),
+        path: disk.path().to_owned(),
+        read_only: false,
+        cache: CacheMode::Unsafe,
+        rate_limiter: None,
+    })
+    .unwrap();
+    let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap();
+    let transport = MmioTransport::new(mem, Arc::new(Mutex::new(block))).unwrap();
+    let mut mmio = Bus::new();
+    mmio.insert(Arc::new(Mutex::new(transport)), VIRTIO_BASE, 0x1000)
+        .unwrap();
+    Buses {
+        pio,
+        mmio,
+        _disk: disk,
+    }
+}
+
+/// Dispatch `exit` as the vCPU loop does; every I/O exit goes on running the guest.
+fn dispatch(b: &Buses, exit: VcpuExit<'_>) {
+    assert!(matches!(
+        handle_exit(0, exit, &b.pio, &b.mmio),
+        Step::Continue
+    ));
+}
+
+/// One round of the exits a booting guest makes most: serial output and line status, i8042
+/// status and data, virtio-mmio InterruptStatus / QueueNotify, and accesses to nothing.
+fn exit_round(b: &Buses) {
+    let mut byte = [0u8; 1];
+    let mut word = [0u8; 4];
+    dispatch(b, VcpuExit::IoOut(COM1, b"x"));
+    dispatch(b, VcpuExit::IoIn(COM1 + 5, &mut byte));
+    dispatch(b, VcpuExit::IoIn(I8042 + 4, &mut byte));
+    dispatch(b, VcpuExit::IoIn(I8042, &mut byte));
+    dispatch(b, VcpuExit::IoOut(0x80, &[0]));
+    dispatch(
+        b,
+        VcpuExit::MmioRead(VIRTIO_BASE + reg::INTERRUPT_STATUS, &mut word),
+    );
+    dispatch(
+        b,
+        VcpuExit::MmioWrite(VIRTIO_BASE + reg::QUEUE_NOTIFY, &[0; 4]),
+    );
+    dispatch(b, VcpuExit::MmioRead(0x1000, &mut word));
+    assert_eq!(word, [0; 4], "an unmapped MMIO read returns zeros");
+}
+
+#[test]
+fn pio_and_mmio_exit_dispatch_does_not_allocate() {
+    let b = buses();
+    exit_round(&b);
+    for round in 0..4 {
+        let allocations = count_allocations(|| exit_round(&b));
+        assert_eq!(allocations, 0, "exit round {round} allocated");
+    }
+}
+
+#[test]
+fn the_counted_region_sees_an_allocation() {
+    let b = buses();
+    exit_round(&b);
+    let allocations = count_allocations(|| {
+        exit_round(&b);
+        std::hint::black_box(Vec::<u8>::with_capacity(1));
+    });
+    assert_eq!(allocations, 1);
+}
