@@ -146,8 +146,8 @@ static int cmd_echo(unsigned port)
 		fprintf(stderr, "squib-vsock: echo socket: %s\n", err_name(errno));
 		return 1;
 	}
-	if (sa.ss_family == AF_UNIX)
-		unlink(((struct sockaddr_un *)&sa)->sun_path);
+	if (sa.ss_family == AF_UNIX) /* a stale socket file from an earlier run; none is fine */
+		(void)unlink(((struct sockaddr_un *)&sa)->sun_path);
 	if (bind(fd, (struct sockaddr *)&sa, len) < 0 || listen(fd, 64) < 0) {
 		fprintf(stderr, "squib-vsock: echo listen on port %u: %s\n", port, err_name(errno));
 		return 1;
@@ -167,18 +167,19 @@ static int cmd_echo(unsigned port)
 			if (errno == EINTR || errno == ECONNABORTED)
 				continue;
 			fprintf(stderr, "squib-vsock: accept: %s\n", err_name(errno));
-			sleep(1); /* e.g. EMFILE: do not spin */
+			(void)sleep(1); /* e.g. EMFILE: do not spin */
 			continue;
 		}
 		pid_t pid = fork();
 
 		if (pid == 0) {
-			close(fd);
+			(void)close(fd); /* the child only needs its connection */
 			_exit(echo_conn(conn));
 		}
 		if (pid < 0)
 			fprintf(stderr, "squib-vsock: fork: %s\n", err_name(errno));
-		close(conn);
+		if (close(conn) < 0)
+			fprintf(stderr, "squib-vsock: close: %s\n", err_name(errno));
 	}
 }
 

@@ -33,6 +33,8 @@ pub const RNG_QUEUE: usize = 0;
 /// Most bytes served per request (Firecracker's cap): bounds the host buffer and the work
 /// one chain can cause, whatever lengths the guest writes in its descriptors.
 pub const MAX_ENTROPY_BYTES: u32 = 64 * 1024;
+/// The device id Firecracker gives its single entropy device.
+pub const ENTROPY_DEV_ID: &str = "rng";
 /// Key of the metrics group the VMM registers [`Entropy::metrics`] under.
 pub const METRICS_GROUP: &str = "entropy";
 
