@@ -185,8 +185,11 @@ impl Entropy {
                 ChainOutcome::Used(len) => {
                     bytes_left = bytes_left.saturating_sub(u64::from(len));
                     if let Err(e) = queue.add_used(mem, head, len) {
+                        // The used ring is outside guest memory: the driver's mistake.
                         server.metrics.entropy_event_fails.inc();
-                        log::error!("entropy: cannot complete head {head}: {e}");
+                        squib_logger::warn_rate_limited!(
+                            "entropy: cannot complete head {head}: {e}"
+                        );
                         break;
                     }
                     server.metrics.entropy_bytes.add(u64::from(len));
