@@ -276,6 +276,16 @@ fn head_out_of_range_is_skipped_and_next_is_served() {
 }
 
 #[test]
+fn used_ring_outside_guest_memory_is_counted_not_fatal() {
+    let mut h = Harness::unlimited();
+    h.dev.queues_mut()[RNG_QUEUE].set_used_ring_address(Some(MEM_SIZE as u32), Some(0));
+    h.request(16);
+    h.simulate_queue_event();
+    assert_eq!(h.metrics().entropy_event_fails.count(), 1);
+    assert_eq!(h.irq.status(), 0);
+}
+
+#[test]
 fn avail_index_far_ahead_stops_the_drain_without_spinning() {
     let mut h = Harness::unlimited();
     let a = h.request(16);
