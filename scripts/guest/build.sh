@@ -7,7 +7,8 @@
 #
 # Cache dir: ${SQUIB_GUEST_DIR:-$HOME/.cache/squib-guest}. The kernel is rebuilt only when
 # kernel.sh, kernel.config-fragment, patches/ or the linux-source-6.1 package version change;
-# the root filesystem only when rootfs.sh, init or the busybox-static version change.
+# the root filesystem only when rootfs.sh, init, vsock/squib-vsock.c or the busybox-static,
+# gcc or libc6-dev version change.
 # Missing Debian packages are installed with apt-get (needs root). Safe to run concurrently:
 # a lock file serialises builds into the same directory.
 set -euo pipefail
@@ -60,7 +61,8 @@ else
     log "guest kernel is up to date"
 fi
 
-rootfs_key="$(inputs_key "$here/rootfs.sh" "$here/init" pkg:busybox-static)"
+rootfs_key="$(inputs_key "$here/rootfs.sh" "$here/init" "$here/vsock/squib-vsock.c" \
+    pkg:busybox-static pkg:gcc pkg:libc6-dev)"
 if [[ "$(cat "$out/rootfs.key" 2>/dev/null)" != "$rootfs_key" || ! -f "$out/rootfs.ext4" ]]; then
     log "building the root filesystem and initramfs (key $rootfs_key)"
     "$here/rootfs.sh" "$out" "$rootfs_key"

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Builds the squib guest root tree (busybox-static + scripts/guest/init) as a 32 MiB ext4
-# image and as an uncompressed newc cpio initramfs. Takes well under a second.
+# Builds the squib guest root tree (busybox-static + scripts/guest/init + the static
+# /bin/squib-vsock built from vsock/squib-vsock.c with the host's gcc) as a 32 MiB ext4
+# image and as an uncompressed newc cpio initramfs. Takes about a second.
 #
 # Usage: rootfs.sh OUT_DIR KEY
 #   Installs OUT_DIR/rootfs.ext4 and OUT_DIR/initramfs.cpio, then writes KEY to
-#   OUT_DIR/rootfs.key. Needs root for the /dev/console and /dev/null nodes.
+#   OUT_DIR/rootfs.key. Needs root for the /dev/console and /dev/null nodes, and gcc with a
+#   static libc (packages gcc and libc6-dev, which build.sh installs).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -27,6 +29,8 @@ mknod -m 600 "$tree/dev/console" c 5 1
 mknod -m 666 "$tree/dev/null" c 1 3
 install -m 755 "$here/init" "$tree/sbin/init"
 install -m 755 "$here/init" "$tree/init"
+gcc -static -O2 -Wall -Wextra -Werror -o "$work/squib-vsock" "$here/vsock/squib-vsock.c"
+install -m 755 "$work/squib-vsock" "$tree/bin/squib-vsock"
 echo "root:x:0:0:root:/root:/bin/sh" >"$tree/etc/passwd"
 echo "root:x:0:" >"$tree/etc/group"
 

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Checks scripts/guest/init on the host, without a VM: runs it with busybox sh in a chroot
-# whose /proc, /sys, mount, reboot, devmem, nc and wget are fakes, once per action, and
-# compares what it prints with what the integration tests parse. Needs root (chroot).
+# whose /proc, /sys, /dev/hwrng, mount, reboot, devmem, nc, wget and squib-vsock are fakes,
+# once per action, and compares what it prints with what the integration tests parse. Then
+# builds the real squib-vsock (vsock/squib-vsock.c) and checks it over AF_UNIX (its test
+# hook) and, when the host kernel has vsock loopback, over AF_VSOCK to CID 1. Needs root
+# (chroot, apt-get for a missing gcc).
 # busybox sh runs some applets (ip, dd) itself whatever PATH says, so each run gets its own
 # network namespace with a TAP named eth0 for the real `ip` to configure.
 set -euo pipefail
@@ -35,7 +38,13 @@ make_tree() {
     : >"$root/t/dev/vdb"
     mkdir "$root/t/dev/vdc" # a write to it fails, as to a read-only disk
     head -c 2097152 /dev/zero >"$root/t/dev/zero" # busybox sh runs its own dd applet
+    if [[ -z "${NO_HWRNG:-}" ]]; then
+        mkdir -p "$root/t/sys/class/misc/hw_random"
+        echo virtio_rng.0 >"$root/t/sys/class/misc/hw_random/rng_current"
+        head -c 100 /dev/urandom >"$root/t/dev/hwrng"
+    fi
     fake_network
+    fake_vsock
     cp "$here/init" "$root/t/init"
 }
 
@@ -79,6 +88,23 @@ esac
 EOF_WGET
     printf '#!/bin/sh\necho "FAKE httpd $*"\n' >"$root/t/bin/httpd"
     chmod +x "$root/t/bin/nc" "$root/t/bin/wget" "$root/t/bin/httpd"
+}
+
+# Fake squib-vsock: the echo server prints its line and exits (a process left running would
+# keep the output pipe open); `send` to port 9999 is reset, to port 6666 dies without a line,
+# and to any other port matches.
+fake_vsock() {
+    cat >"$root/t/bin/squib-vsock" <<'EOF_VSOCK'
+#!/bin/sh
+echo "FAKE squib-vsock $*" >&2
+case "$1:$3" in
+    echo:*) echo "SQUIB vsock echo listening port=$2" ;;
+    send:9999) echo "SQUIB vsock send port=9999 error=ECONNRESET"; exit 1 ;;
+    send:6666) exit 139 ;;
+    send:*) echo "SQUIB vsock send port=$3 sent=$4 received=$4 match=1" ;;
+esac
+EOF_VSOCK
+    chmod +x "$root/t/bin/squib-vsock"
 }
 
 # expect CMDLINE EXPECTED_LINE...: every expected line must appear in the output. The init
@@ -135,6 +161,80 @@ expect "squib.action=net squib.ticks=1 squib.net_setup=eth0,172.16.9.2/24 squib.
 expect "squib.action=shell" "squib guest shell: exit it to reboot the microVM" "FAKE reboot -f"
 INT_AFTER=3 expect "squib.action=wait-ctrlaltdel" "SQUIB waiting ctrl-alt-del" "SQUIB ctrl-alt-del" \
     "FAKE reboot -f"
+
+expect "squib.action=vsock squib.ticks=1 squib.vsock_echo=5000 squib.vsock_send=5001:1000 squib.vsock_reset=9999 squib.vsock_send=6666:7" \
+    "SQUIB action=vsock" "SQUIB hwrng current=virtio_rng.0" "SQUIB hwrng bytes=32" \
+    "FAKE squib-vsock echo 5000" "SQUIB vsock echo listening port=5000" \
+    "FAKE squib-vsock send 2 5001 1000" "SQUIB vsock send port=5001 sent=1000 received=1000 match=1" \
+    "FAKE squib-vsock send 2 9999 1" "SQUIB vsock send port=9999 error=ECONNRESET" \
+    "SQUIB vsock send port=6666 error=exit-139" "SQUIB vsock done" \
+    "SQUIB tick 1" "SQUIB ticks done" "FAKE reboot -f"
+NO_HWRNG=1 expect "squib.action=vsock squib.ticks=1" "SQUIB hwrng current=" "SQUIB hwrng bytes=0" \
+    "SQUIB vsock done" "SQUIB tick 1"
+
+# check_tool NAME RC EXPECTED_OUTPUT COMMAND...: COMMAND must exit RC and print exactly
+# EXPECTED_OUTPUT (stdout and stderr).
+check_tool() {
+    local name="$1" want_rc="$2" want="$3" got rc=0
+    shift 3
+    got="$("$@" 2>&1)" || rc=$?
+    if [[ "$got" == "$want" && "$rc" == "$want_rc" ]]; then
+        echo "test-init.sh: squib-vsock $name ok"
+    else
+        echo "test-init.sh: squib-vsock $name: got '$got' (exit $rc), want '$want' (exit $want_rc)" >&2
+        failures=$((failures + 1))
+    fi
+}
+
+# check_vsock_tool: builds squib-vsock as rootfs.sh does and runs an echo server and senders
+# (one byte, nothing, 4 MiB, three at once, a port nobody listens on) over AF_UNIX; then, if
+# the host has vsock loopback, one send over AF_VSOCK to CID 1.
+check_vsock_tool() {
+    local bin="$root/squib-vsock" sock="$root/sock" server i pids=()
+    if ! command -v gcc >/dev/null; then
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends gcc libc6-dev
+    fi
+    gcc -static -O2 -Wall -Wextra -Werror -o "$bin" "$here/vsock/squib-vsock.c"
+    mkdir "$sock"
+    export SQUIB_VSOCK_UNIX_DIR="$sock"
+    timeout 60 "$bin" echo 5000 >"$root/echo.out" &
+    server=$!
+    for ((i = 0; i < 50; i++)); do [[ -S "$sock/5000" ]] && break; sleep 0.1; done
+    check_tool listening 0 "SQUIB vsock echo listening port=5000" cat "$root/echo.out"
+    check_tool one-byte 0 "SQUIB vsock send port=5000 sent=1 received=1 match=1" \
+        "$bin" send 2 5000 1
+    check_tool empty 0 "SQUIB vsock send port=5000 sent=0 received=0 match=1" \
+        "$bin" send 2 5000 0
+    check_tool 4MiB 0 "SQUIB vsock send port=5000 sent=4194304 received=4194304 match=1" \
+        "$bin" send 2 5000 4194304
+    for i in 1 2 3; do
+        "$bin" send 2 5000 1000000 >"$root/send.$i" &
+        pids+=($!)
+    done
+    wait "${pids[@]}" || true
+    check_tool concurrent 0 "$(printf 'SQUIB vsock send port=5000 sent=1000000 received=1000000 match=1\n%.0s' 1 2 3)" \
+        cat "$root/send.1" "$root/send.2" "$root/send.3"
+    check_tool no-listener 1 "SQUIB vsock send port=5001 error=ENOENT" "$bin" send 2 5001 1
+    check_tool usage 2 "squib-vsock: bad number '-1'" "$bin" send 2 -1 1
+    kill "$server"
+    wait "$server" || true
+    unset SQUIB_VSOCK_UNIX_DIR
+    modprobe vsock_loopback 2>/dev/null || true
+    if ! grep -q vsock_loopback /proc/kallsyms 2>/dev/null; then
+        echo "test-init.sh: squib-vsock AF_VSOCK check skipped: no vsock loopback on this host" \
+            "(the guest boot is the real test)"
+        return
+    fi
+    timeout 30 "$bin" echo 47001 >"$root/echo.out" &
+    server=$!
+    sleep 0.5
+    check_tool vsock-loopback 0 \
+        "SQUIB vsock send port=47001 sent=100000 received=100000 match=1" \
+        "$bin" send 1 47001 100000
+    kill "$server"
+    wait "$server" || true
+}
+check_vsock_tool
 
 if ((failures)); then
     echo "test-init.sh: $failures failure(s)" >&2

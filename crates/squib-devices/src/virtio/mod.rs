@@ -8,6 +8,7 @@
 //! - [`block`]: virtio-block (virtio 1.2 §5.2).
 //! - [`queue`]: guarded calls into `virtio-queue` for what the guest controls (sizes, ring
 //!   addresses, heads), so its own `error!` lines are never triggered.
+//! - [`rng`]: virtio-rng, the entropy device (virtio 1.2 §5.4).
 //!
 //! Lock order: transport, then device. The event loop locks only the device.
 
@@ -15,6 +16,7 @@ pub mod block;
 pub mod mmio;
 pub mod net;
 pub mod queue;
+pub mod rng;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod test_utils;
 
