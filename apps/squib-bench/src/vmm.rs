@@ -232,17 +232,7 @@ fn timeval(tv: libc::timeval) -> Duration {
 }
 
 /// Microseconds on `CLOCK_MONOTONIC`, the clock of Firecracker's `--start-time-us`.
-pub fn monotonic_us() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists on Linux.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    let secs = u64::try_from(ts.tv_sec).unwrap_or(0);
-    let nanos = u64::try_from(ts.tv_nsec).unwrap_or(0);
-    secs * 1_000_000 + nanos / 1000
-}
+pub use squib_logger::time::monotonic_us;
 
 #[cfg(test)]
 mod tests {

@@ -342,7 +342,6 @@ impl VmResources {
         let unsupported = [
             (self.vsock.is_some(), "virtio-vsock"),
             (self.balloon.is_some(), "virtio-balloon"),
-            (self.entropy.is_some(), "virtio-rng (entropy device)"),
             (!self.pmem.is_empty(), "virtio-pmem"),
             (self.memory_hotplug.is_some(), "virtio-mem (memory hotplug)"),
             (

@@ -63,6 +63,9 @@ pub enum StartMicrovmError {
     /// A block device could not be created.
     #[error("Cannot create a block device: {0}")]
     Block(#[from] squib_devices::virtio::block::BlockError),
+    /// The entropy device could not be created.
+    #[error("Cannot create the entropy device: {0}")]
+    Entropy(#[from] squib_devices::virtio::rng::EntropyError),
     /// A vCPU thread could not be started.
     #[error("Cannot spawn a vCPU thread: {0}")]
     SpawnVcpu(#[source] std::io::Error),

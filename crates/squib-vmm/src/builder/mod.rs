@@ -21,12 +21,15 @@ use squib_arch::mptable::setup_mptable;
 use squib_arch::regs::{setup_boot_vcpu_state, setup_fpu_and_msrs, setup_lapic};
 use squib_devices::legacy::boot_timer::{BootTimer, TimestampUs};
 use squib_devices::legacy::serial::{SerialDevice, SerialInput};
+use squib_devices::rate_limiter::RateLimiter;
 use squib_devices::virtio::block::Block;
 use squib_devices::virtio::net::Net;
+use squib_devices::virtio::rng::{self, Entropy};
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::device_manager::{DeviceManager, LegacyDevices, SharedI8042, SharedSerial};
+use crate::limiter_config::build_rate_limiter;
 use crate::net::MmdsShared;
 use crate::resources::{ResourceError, VmResources};
 use crate::vstate::vcpu::{StopNotifier, VcpuHandle, VcpuRunner};
@@ -66,6 +69,8 @@ pub struct RunningVm {
     pub blocks: Vec<AttachedBlock>,
     /// Network devices by interface id, in attach order.
     pub nets: Vec<AttachedNet>,
+    /// The entropy device, when `PUT /entropy` configured one.
+    pub entropy: Option<Arc<Mutex<Entropy>>>,
     /// The kernel command line the guest got.
     pub cmdline: String,
 }
@@ -114,6 +119,7 @@ pub fn build_microvm(
     )?;
     let blocks = attach_blocks(&mut devices, &vm, &mem, resources, &mut subscribers)?;
     let nets = attach_nets(&mut devices, &vm, &mem, resources, &mut subscribers)?;
+    let entropy = attach_entropy(&mut devices, &vm, &mem, resources, &mut subscribers)?;
 
     let cmdline = build_cmdline(resources, &devices)?;
     setup_mptable(&mem, machine.vcpu_count)?;
@@ -171,6 +177,7 @@ pub fn build_microvm(
         },
         blocks,
         nets,
+        entropy,
         cmdline,
     })
 }
@@ -259,6 +266,30 @@ fn attach_nets(
         nets.push((iface_id.to_owned(), net));
     }
     Ok(nets)
+}
+
+/// The virtio-rng device `PUT /entropy` asked for, after the network devices (Firecracker's
+/// order), with its rate limiter.
+fn attach_entropy(
+    devices: &mut DeviceManager,
+    vm: &Vm,
+    mem: &GuestMemoryMmap,
+    resources: &VmResources,
+    subscribers: &mut Vec<Subscriber>,
+) -> Result<Option<Arc<Mutex<Entropy>>>, StartMicrovmError> {
+    let Some(config) = &resources.entropy else {
+        return Ok(None);
+    };
+    let limiter = match &config.rate_limiter {
+        Some(limiter) => build_rate_limiter(limiter).map_err(StartMicrovmError::EventFd)?,
+        None => RateLimiter::unlimited().map_err(StartMicrovmError::EventFd)?,
+    };
+    let entropy = Entropy::new(limiter)?;
+    squib_logger::metrics::register_group(rng::METRICS_GROUP, entropy.metrics());
+    let entropy = Arc::new(Mutex::new(entropy));
+    devices.attach_virtio(vm, mem, entropy.clone())?;
+    subscribers.push(entropy.clone());
+    Ok(Some(entropy))
 }
 
 /// The user's `boot_args` (or Firecracker's default) plus what Firecracker appends.
