@@ -6,12 +6,14 @@
 //!   the transport (used-ring vs config-change bits, virtio 1.2 §4.2.2).
 //! - [`mmio`]: the modern (version 2) virtio-mmio register layout (virtio 1.2 §4.2).
 //! - [`block`]: virtio-block (virtio 1.2 §5.2).
+//! - [`vsock`]: virtio-vsock with Firecracker's Unix-socket multiplexer (virtio 1.2 §5.10).
 //!
 //! Lock order: transport, then device. The event loop locks only the device.
 
 pub mod block;
 pub mod mmio;
 pub mod net;
+pub mod vsock;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod test_utils;
 
