@@ -96,7 +96,7 @@ mod error_tests {
         assert_eq!(
             err.to_string(),
             "Cannot create backend for vsock device: Error binding to the host-side Unix \
-             socket: Address in use (os error 98)"
+             socket: Address already in use (os error 98)"
         );
     }
 }

@@ -211,6 +211,20 @@ impl Muxer {
         self.stray_rst.clear();
         self.killq
             .retain(|d| matches!(d.target, Target::Handshake(_)));
+        self.wake_soon();
+    }
+
+    /// Make the timer fire at once, so the next `process` call closes retired streams even
+    /// when they were retired outside the event loop (transport or device reset).
+    fn wake_soon(&mut self) {
+        if self.retired.is_empty() {
+            return;
+        }
+        self.timer_armed = true;
+        if let Err(e) = self.timer.reset(Duration::from_millis(1), None) {
+            self.metrics.muxer_event_fails.inc();
+            log::error!("vsock: cannot arm the deadline timer: {e}");
+        }
     }
 
     /// Apply the recorded registration changes to epoll and close retired streams.
