@@ -66,7 +66,7 @@ pub(crate) mod harness {
         pub dev: Arc<Mutex<Vsock>>,
         pub em: EventManager<Arc<Mutex<Vsock>>>,
         pub irq: Arc<VirtioInterrupt>,
-        pub dir: tempfile::TempDir,
+        pub _dir: tempfile::TempDir,
         pub uds: PathBuf,
         rx_slot: u64,
         tx_slot: u64,
@@ -106,7 +106,7 @@ pub(crate) mod harness {
                 dev,
                 em,
                 irq,
-                dir,
+                _dir: dir,
                 uds,
                 rx_slot: 0,
                 tx_slot: 0,
@@ -253,7 +253,7 @@ fn guest_connect(h: &mut Harness, listener: &UnixListener, src: u32, port: u32) 
 }
 
 /// Listen on `<uds>_<port>`.
-fn listen(h: &Harness, port: u32) -> UnixListener {
+pub(crate) fn listen(h: &Harness, port: u32) -> UnixListener {
     let mut path = h.uds.as_os_str().to_owned();
     path.push(format!("_{port}"));
     UnixListener::bind(path).unwrap()
@@ -427,6 +427,16 @@ fn config_space_is_the_guest_cid_and_read_only() {
     assert_eq!(dev.metrics().cfg_fails.count(), 1);
     assert_eq!(dev.guest_cid(), GUEST_CID);
     assert_eq!(dev.uds_path(), h.uds.as_path());
+}
+
+#[test]
+fn delivering_packets_raises_the_used_ring_interrupt() {
+    let mut h = Harness::new();
+    assert_eq!(h.irq.status(), 0);
+    h.send(harness::guest_hdr(op::REQUEST, 1, 4242), &[]);
+    assert_eq!(ops(&h.exchange()), [op::RST]);
+    assert_eq!(h.irq.status(), crate::virtio::INTERRUPT_VRING);
+    assert!(h.irq.eventfd().read().unwrap() >= 1);
 }
 
 #[test]
