@@ -13,9 +13,9 @@
 pub mod block;
 pub mod mmio;
 pub mod net;
-pub mod vsock;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod test_utils;
+pub mod vsock;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;

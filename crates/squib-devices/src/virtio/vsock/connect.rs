@@ -74,7 +74,7 @@ pub fn ok_reply(local_port: u32, buf: &mut [u8; 16]) -> usize {
     use std::io::Write;
     let mut cursor = std::io::Cursor::new(&mut buf[..]);
     // "OK 4294967295\n" is 14 bytes: the write always fits.
-    let _ = write!(cursor, "OK {local_port}\n");
+    let _ = writeln!(cursor, "OK {local_port}");
     cursor.position() as usize
 }
 

@@ -121,8 +121,7 @@ impl ConnState {
     /// Whether the guest should hear of freed space now (Firecracker's 4 KiB rule).
     #[must_use]
     pub fn needs_credit_update(&self) -> bool {
-        self.fwd_cnt != self.last_fwd_cnt_sent
-            && self.free_in_peer_view() < CREDIT_UPDATE_THRESHOLD
+        self.fwd_cnt != self.last_fwd_cnt_sent && self.free_in_peer_view() < CREDIT_UPDATE_THRESHOLD
     }
 
     /// Whether data may flow to the guest (the stream should be read).
@@ -176,12 +175,20 @@ impl TxBuf {
         } else {
             self.start - end
         };
-        (end, first.min(self.room()), self.room() - first.min(self.room()))
+        (
+            end,
+            first.min(self.room()),
+            self.room() - first.min(self.room()),
+        )
     }
 
     /// Append `n` bytes produced by `fill` (called with up to two free areas in order).
     /// `fill` returns `false` to abandon the append. Caller checked `n <= room()`.
-    pub fn append_with(&mut self, n: usize, mut fill: impl FnMut(&mut [u8], usize) -> bool) -> bool {
+    pub fn append_with(
+        &mut self,
+        n: usize,
+        mut fill: impl FnMut(&mut [u8], usize) -> bool,
+    ) -> bool {
         if n > self.room() {
             return false;
         }

@@ -17,7 +17,9 @@ use virtio_queue::QueueT;
 
 use super::muxer::Muxer;
 use super::packet::{collect_segments, copy_to_guest, Segments};
-use super::{VsockError, VsockMetrics, EVQ_INDEX, QUEUE_SIZE, RX_INDEX, TX_INDEX, VIRTIO_F_IN_ORDER};
+use super::{
+    VsockError, VsockMetrics, EVQ_INDEX, QUEUE_SIZE, RX_INDEX, TX_INDEX, VIRTIO_F_IN_ORDER,
+};
 use crate::virtio::{
     device_type, features, reset_queues, ActivateError, GuestMemoryMmap, VirtioDevice,
     VirtioInterrupt, VirtioState,

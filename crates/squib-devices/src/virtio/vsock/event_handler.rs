@@ -67,9 +67,21 @@ impl MutEventSubscriber for Vsock {
 
     fn init(&mut self, ops: &mut EventOps) {
         let sources = [
-            Events::with_data(&self.queue_events()[RX_INDEX], PROCESS_RX_QUEUE, EventSet::IN),
-            Events::with_data(&self.queue_events()[TX_INDEX], PROCESS_TX_QUEUE, EventSet::IN),
-            Events::with_data(&self.queue_events()[EVQ_INDEX], PROCESS_EV_QUEUE, EventSet::IN),
+            Events::with_data(
+                &self.queue_events()[RX_INDEX],
+                PROCESS_RX_QUEUE,
+                EventSet::IN,
+            ),
+            Events::with_data(
+                &self.queue_events()[TX_INDEX],
+                PROCESS_TX_QUEUE,
+                EventSet::IN,
+            ),
+            Events::with_data(
+                &self.queue_events()[EVQ_INDEX],
+                PROCESS_EV_QUEUE,
+                EventSet::IN,
+            ),
             Events::with_data_raw(self.muxer().listener_fd(), PROCESS_LISTENER, EventSet::IN),
             Events::with_data_raw(self.muxer().timer_fd(), PROCESS_TIMER, EventSet::IN),
         ];

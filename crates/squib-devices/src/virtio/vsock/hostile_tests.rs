@@ -109,10 +109,18 @@ fn header() -> impl Strategy<Value = VsockHeader> {
     (
         (cid.clone(), cid, port.clone(), port),
         (len, prop_oneof![Just(TYPE_STREAM), any::<u16>()], 0u16..9),
-        (any::<u32>(), prop_oneof![Just(0u32), Just(1000), any::<u32>()], any::<u32>()),
+        (
+            any::<u32>(),
+            prop_oneof![Just(0u32), Just(1000), any::<u32>()],
+            any::<u32>(),
+        ),
     )
         .prop_map(
-            |((src_cid, dst_cid, src_port, dst_port), (len, type_, op), (flags, buf_alloc, fwd))| {
+            |(
+                (src_cid, dst_cid, src_port, dst_port),
+                (len, type_, op),
+                (flags, buf_alloc, fwd),
+            )| {
                 VsockHeader {
                     src_cid,
                     dst_cid,
@@ -136,7 +144,12 @@ fn descriptor() -> impl Strategy<Value = (u64, u32, u16, u16)> {
         Just(MEM_SIZE as u64 - 1),
         any::<u64>()
     ];
-    let len = prop_oneof![0u32..100, Just(HDR_LEN as u32), 0u32..70_000, Just(u32::MAX)];
+    let len = prop_oneof![
+        0u32..100,
+        Just(HDR_LEN as u32),
+        0u32..70_000,
+        Just(u32::MAX)
+    ];
     let flags = prop::sample::select(vec![0, F_NEXT, F_WRITE, F_NEXT | F_WRITE, F_INDIRECT]);
     (addr, len, flags, 0u16..300)
 }

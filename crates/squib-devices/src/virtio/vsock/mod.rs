@@ -70,7 +70,9 @@ pub const PACKET_BUDGET: usize = 64;
 #[derive(Debug, thiserror::Error)]
 pub enum VsockError {
     /// `uds_path` cannot be bound (it exists, or its directory does not).
-    #[error("Cannot create backend for vsock device: Error binding to the host-side Unix socket: {0}")]
+    #[error(
+        "Cannot create backend for vsock device: Error binding to the host-side Unix socket: {0}"
+    )]
     Bind(#[source] std::io::Error),
     /// The listener cannot be made non-blocking.
     #[error("Cannot create backend for vsock device: Error setting the host-side Unix socket non-blocking: {0}")]

@@ -202,7 +202,8 @@ impl Muxer {
     pub fn drop_connections(&mut self) {
         let count = self.conns.len() as u64;
         for (_, conn) in self.conns.drain() {
-            self.retired.push((conn.stream, !conn.registered.is_empty()));
+            self.retired
+                .push((conn.stream, !conn.registered.is_empty()));
         }
         self.metrics.conns_removed.add(count);
         self.by_fd.clear();
@@ -418,10 +419,9 @@ impl Muxer {
     fn arm_timer(&mut self) {
         let result = match self.killq.front() {
             Some(d) => {
-                let wait = d
-                    .at
-                    .saturating_duration_since(Instant::now())
-                    .max(Duration::from_millis(1));
+                let wait =
+                    d.at.saturating_duration_since(Instant::now())
+                        .max(Duration::from_millis(1));
                 self.timer_armed = true;
                 self.timer.reset(wait, None)
             }

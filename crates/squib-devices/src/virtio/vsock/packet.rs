@@ -67,9 +67,18 @@ impl VsockHeader {
     /// Decode the little-endian wire form.
     #[must_use]
     pub fn from_bytes(b: &[u8; HDR_LEN]) -> Self {
-        let u64_at = |i: usize| u64::from_le_bytes([
-            b[i], b[i + 1], b[i + 2], b[i + 3], b[i + 4], b[i + 5], b[i + 6], b[i + 7],
-        ]);
+        let u64_at = |i: usize| {
+            u64::from_le_bytes([
+                b[i],
+                b[i + 1],
+                b[i + 2],
+                b[i + 3],
+                b[i + 4],
+                b[i + 5],
+                b[i + 6],
+                b[i + 7],
+            ])
+        };
         let u32_at = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
         let u16_at = |i: usize| u16::from_le_bytes([b[i], b[i + 1]]);
         Self {
@@ -171,7 +180,12 @@ where
 
 /// Put into `out` (cleared first) the pieces of `segs` covering bytes `offset..offset + len`.
 /// Returns how many bytes they cover (less than `len` when `segs` ends first).
-pub fn sub_segments(segs: &[(GuestAddress, u32)], offset: u64, len: u64, out: &mut Segments) -> u64 {
+pub fn sub_segments(
+    segs: &[(GuestAddress, u32)],
+    offset: u64,
+    len: u64,
+    out: &mut Segments,
+) -> u64 {
     out.clear();
     let mut skip = offset;
     let mut left = len;
@@ -278,7 +292,10 @@ mod tests {
         let segs = [(GuestAddress(0x100), 10), (GuestAddress(0x800), 40)];
         let mut out = Vec::new();
         assert_eq!(sub_segments(&segs, 8, 20, &mut out), 20);
-        assert_eq!(out, vec![(GuestAddress(0x108), 2), (GuestAddress(0x800), 18)]);
+        assert_eq!(
+            out,
+            vec![(GuestAddress(0x108), 2), (GuestAddress(0x800), 18)]
+        );
         assert_eq!(sub_segments(&segs, 45, 20, &mut out), 5);
         assert_eq!(out, vec![(GuestAddress(0x823), 5)]);
     }

@@ -218,7 +218,9 @@ fn ops(packets: &[(VsockHeader, Vec<u8>)]) -> Vec<u16> {
 /// client and the local port the guest saw.
 fn host_connect(h: &mut Harness, port: u32) -> (UnixStream, u32) {
     let mut client = UnixStream::connect(&h.uds).unwrap();
-    client.write_all(format!("CONNECT {port}\n").as_bytes()).unwrap();
+    client
+        .write_all(format!("CONNECT {port}\n").as_bytes())
+        .unwrap();
     h.pump();
     let got = h.exchange();
     assert_eq!(ops(&got), [op::REQUEST], "{got:?}");
@@ -299,13 +301,21 @@ fn request_header_carries_cids_type_and_credit() {
         (req.src_cid, req.dst_cid, req.type_, req.op),
         (HOST_CID, GUEST_CID, TYPE_STREAM, op::REQUEST)
     );
-    assert_eq!((req.dst_port, req.buf_alloc, req.len), (1234, CONN_BUF_ALLOC, 0));
+    assert_eq!(
+        (req.dst_port, req.buf_alloc, req.len),
+        (1234, CONN_BUF_ALLOC, 0)
+    );
 }
 
 #[test]
 fn bad_connect_line_closes_the_client() {
     let mut h = Harness::new();
-    for line in [&b"HELLO 52\n"[..], b"CONNECT x\n", b"CONNECT 52", &[b'A'; 40]] {
+    for line in [
+        &b"HELLO 52\n"[..],
+        b"CONNECT x\n",
+        b"CONNECT 52",
+        &[b'A'; 40],
+    ] {
         let mut client = UnixStream::connect(&h.uds).unwrap();
         client.write_all(line).unwrap();
         h.pump();
@@ -415,7 +425,10 @@ fn config_space_is_the_guest_cid_and_read_only() {
         assert!(has_feature(dev.avail_features(), bit), "bit {bit}");
     }
     assert_eq!(dev.queues().len(), 3);
-    assert!(dev.queues().iter().all(|q| virtio_queue::QueueT::max_size(q) == 256));
+    assert!(dev
+        .queues()
+        .iter()
+        .all(|q| virtio_queue::QueueT::max_size(q) == 256));
     let mut cfg = [0xffu8; 12];
     dev.read_config(0, &mut cfg);
     assert_eq!(&cfg[..8], &GUEST_CID.to_le_bytes());

@@ -88,19 +88,18 @@ impl Muxer {
         path.push(format!("_{}", key.local_port));
         match connect_nonblocking(Path::new(&path)) {
             Ok(stream) => {
-                let mut state = ConnState::new(
-                    key.local_port,
-                    key.peer_port,
-                    false,
-                    ConnPhase::Established,
-                );
+                let mut state =
+                    ConnState::new(key.local_port, key.peer_port, false, ConnPhase::Established);
                 state.peer_buf_alloc = hdr.buf_alloc;
                 state.peer_fwd_cnt = hdr.fwd_cnt;
                 state.pending = pending::RESPONSE;
                 self.insert(state, stream, false);
             }
             Err(e) => {
-                log::debug!("vsock: guest connect to {}: {e}", Path::new(&path).display());
+                log::debug!(
+                    "vsock: guest connect to {}: {e}",
+                    Path::new(&path).display()
+                );
                 self.stray_rst(key);
             }
         }
@@ -169,7 +168,8 @@ impl Muxer {
         if conn.tx_buf.is_empty() {
             match write_guest_frame(conn.stream.as_raw_fd(), mem, data) {
                 Ok(n) => written = n as u32,
-                Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::Interrupted => {}
+                Err(e)
+                    if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::Interrupted => {}
                 Err(e) => {
                     self.metrics.tx_write_fails.inc();
                     log::debug!("vsock: write to the host for {key:?}: {e}");

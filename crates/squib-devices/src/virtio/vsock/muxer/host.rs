@@ -13,8 +13,7 @@ use crate::virtio::net::tap::read_guest_frame;
 use crate::virtio::vsock::connect::read_connect_line;
 use crate::virtio::vsock::connection::{pending, ConnPhase};
 use crate::virtio::vsock::packet::{
-    copy_to_guest, op, sub_segments, VsockHeader, HDR_LEN, SHUTDOWN_RCV, SHUTDOWN_SEND,
-    TYPE_STREAM,
+    copy_to_guest, op, sub_segments, VsockHeader, HDR_LEN, SHUTDOWN_RCV, SHUTDOWN_SEND, TYPE_STREAM,
 };
 use crate::virtio::vsock::{
     ConnState, CONN_BUF_ALLOC, FIRST_LOCAL_PORT, HOST_CID, MAX_CONNECTIONS, MAX_PKT_DATA,
@@ -114,7 +113,7 @@ impl Muxer {
     }
 
     /// The next local port, round-robin in [2³⁰, 2³¹), skipping those in use.
-    fn allocate_local_port(&mut self) -> u32 {
+    pub(super) fn allocate_local_port(&mut self) -> u32 {
         loop {
             let port = self.next_local_port;
             self.next_local_port = if port >= (1 << 31) - 1 {

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use super::harness::{guest_hdr, Harness};
 use super::{guest_connect, listen, ops, reads_eof};
-use crate::virtio::vsock::packet::{op, VsockHeader, HDR_LEN, SHUTDOWN_RCV, SHUTDOWN_SEND};
 use crate::virtio::vsock::muxer::ConnKey;
+use crate::virtio::vsock::packet::{op, VsockHeader, HDR_LEN, SHUTDOWN_RCV, SHUTDOWN_SEND};
 use crate::virtio::vsock::{CONN_BUF_ALLOC, CREDIT_UPDATE_THRESHOLD};
 
 const GUEST_PORT: u32 = 4000;
@@ -175,7 +175,10 @@ fn credit_update_sent_once_guest_view_drops_below_4k() {
     let first = (CONN_BUF_ALLOC - CREDIT_UPDATE_THRESHOLD) as usize;
     let data = pattern(first + 1, 9);
     h.send(rw(first), &data[..first]);
-    assert!(h.exchange().is_empty(), "view is exactly 4 KiB: no update yet");
+    assert!(
+        h.exchange().is_empty(),
+        "view is exactly 4 KiB: no update yet"
+    );
     h.send(rw(1), &data[first..]);
     let got = h.exchange();
     assert_eq!(ops(&got), [op::CREDIT_UPDATE]);
@@ -221,7 +224,10 @@ fn slow_host_reader_buffers_at_most_buf_alloc_and_loses_nothing() {
     }
     let got = reader.join().unwrap();
     for (i, piece) in got.chunks(chunk).enumerate() {
-        assert!(piece == &pattern(chunk, i as u8)[..piece.len()], "chunk {i}");
+        assert!(
+            piece == &pattern(chunk, i as u8)[..piece.len()],
+            "chunk {i}"
+        );
     }
 }
 
@@ -330,7 +336,10 @@ fn host_initiated_data_flows_both_ways_after_ok() {
     h.pump();
     let got = h.exchange();
     assert_eq!(ops(&got), [op::RW]);
-    assert_eq!((got[0].0.src_port, got[0].0.dst_port, &got[0].1[..]), (local, 52, &b"ping"[..]));
+    assert_eq!(
+        (got[0].0.src_port, got[0].0.dst_port, &got[0].1[..]),
+        (local, 52, &b"ping"[..])
+    );
     let mut reply = guest_hdr(op::RW, 52, local);
     reply.len = 4;
     h.send(reply, b"pong");

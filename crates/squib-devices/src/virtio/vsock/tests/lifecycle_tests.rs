@@ -26,7 +26,11 @@ fn bind_failure_text_is_firecracker_s() {
     let path = dir.path().join("v.sock");
     let _first = Vsock::new(3, path.clone()).unwrap();
     let err = Vsock::new(3, path).unwrap_err();
-    assert!(err.to_string().ends_with("Address already in use (os error 98)"), "{err}");
+    assert!(
+        err.to_string()
+            .ends_with("Address already in use (os error 98)"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -67,7 +71,10 @@ fn guest_requests_beyond_1023_connections_get_rst() {
         for _ in 0..4 {
             h.ensure_rx(64, 64);
             h.pump();
-            responses += ops(&h.recv()).iter().filter(|&&o| o == op::RESPONSE).count();
+            responses += ops(&h.recv())
+                .iter()
+                .filter(|&&o| o == op::RESPONSE)
+                .count();
         }
     }
     assert_eq!(responses, MAX_CONNECTIONS);
@@ -101,7 +108,11 @@ fn one_tx_event_serves_at_most_the_budget_and_rekicks() {
     for round in 0..6 {
         h.dev().process_tx_queue_event();
         let now = h.txq.used_idx();
-        assert!(now - used <= PACKET_BUDGET as u16, "round {round}: {}", now - used);
+        assert!(
+            now - used <= PACKET_BUDGET as u16,
+            "round {round}: {}",
+            now - used
+        );
         assert_eq!(now - used, PACKET_BUDGET as u16, "round {round}");
         used = now;
         // The drain re-armed itself...
@@ -131,7 +142,11 @@ fn one_rx_event_delivers_at_most_the_budget_and_rekicks() {
     h.post_rx(200, 64);
     h.dev().process_rx_queue_event();
     assert_eq!(h.rxq.used_idx(), PACKET_BUDGET as u16);
-    assert_eq!(h.dev().queue_events()[RX_INDEX].read().unwrap(), 1, "re-kicked");
+    assert_eq!(
+        h.dev().queue_events()[RX_INDEX].read().unwrap(),
+        1,
+        "re-kicked"
+    );
     h.dev().queue_events()[RX_INDEX].write(1).unwrap();
     h.pump();
     assert_eq!(ops(&h.recv()), vec![op::RST; 100]);
@@ -156,14 +171,22 @@ fn host_flood_is_served_in_bounded_slices() {
     let before = h.rxq.used_idx();
     h.em.run_with_timeout(1000).unwrap();
     assert_eq!(h.rxq.used_idx() - before, PACKET_BUDGET as u16);
-    assert_eq!(h.dev().queue_events()[RX_INDEX].read().unwrap(), 1, "re-kicked");
+    assert_eq!(
+        h.dev().queue_events()[RX_INDEX].read().unwrap(),
+        1,
+        "re-kicked"
+    );
     h.dev().queue_events()[RX_INDEX].write(1).unwrap();
     let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while h.rxq.used_idx() - before < 240 + 7 && std::time::Instant::now() < end {
         h.pump_for(5);
     }
     // 7 buffers were left over from the handshake's exchange.
-    assert_eq!(h.rxq.used_idx() - before, 240 + 7, "the rest follows on later events");
+    assert_eq!(
+        h.rxq.used_idx() - before,
+        240 + 7,
+        "the rest follows on later events"
+    );
 }
 
 #[test]
@@ -182,7 +205,10 @@ fn stray_rsts_are_bounded() {
         h.pump();
         rsts += h.recv().len();
     }
-    assert!(rsts <= crate::virtio::vsock::muxer::MAX_STRAY_RST + 64, "{rsts}");
+    assert!(
+        rsts <= crate::virtio::vsock::muxer::MAX_STRAY_RST + 64,
+        "{rsts}"
+    );
 }
 
 #[test]
@@ -191,7 +217,9 @@ fn transport_reset_event_drops_connections() {
     let listener = listen(&h, 80);
     let mut stream = guest_connect(&mut h, &listener, 4000, 80);
     let (mut client, _) = super::host_connect(&mut h, 52);
-    h.mem.write_obj(0xffff_ffffu32, GuestAddress(EVQ_BUF)).unwrap();
+    h.mem
+        .write_obj(0xffff_ffffu32, GuestAddress(EVQ_BUF))
+        .unwrap();
     h.evq.add_chain(&[(EVQ_BUF, 8, F_WRITE)]);
     h.dev().send_transport_reset();
     assert_eq!(h.evq.used_idx(), 1);
