@@ -145,7 +145,9 @@ impl Vsock {
         };
         let queue = &mut self.state.queues[EVQ_INDEX];
         let Some(chain) = queues::pop_chain(queue, mem) else {
-            log::warn!("vsock: no event-queue buffer for TRANSPORT_RESET yet");
+            squib_logger::warn_rate_limited!(
+                "vsock: no event-queue buffer for TRANSPORT_RESET yet"
+            );
             return;
         };
         let head = chain.head_index();
@@ -161,7 +163,7 @@ impl Vsock {
             }
         };
         if let Err(e) = queue.add_used(mem, head, used) {
-            log::error!("vsock: cannot complete event head {head}: {e}");
+            squib_logger::warn_rate_limited!("vsock: cannot complete event head {head}: {e}");
         }
         self.signal_used(EVQ_INDEX);
     }

@@ -337,12 +337,17 @@ impl Muxer {
         self.metrics.conns_removed.inc();
     }
 
-    /// Add a connection on `stream` and return its key.
-    fn insert(&mut self, state: super::ConnState, stream: UnixStream, registered: bool) {
+    /// Add a connection on `stream` (`registered`: epoll already watches it for input).
+    /// Its ports must be free: if they are not, the stream is closed and `false` returned.
+    fn insert(&mut self, state: super::ConnState, stream: UnixStream, registered: bool) -> bool {
         let key = ConnKey {
             local_port: state.local_port,
             peer_port: state.peer_port,
         };
+        if self.conns.contains_key(&key) {
+            self.retired.push((stream, registered));
+            return false;
+        }
         let fd = stream.as_raw_fd();
         let expiry = (state.phase == ConnPhase::LocalInit).then(|| Instant::now() + self.timeout);
         let mut conn = Connection {
@@ -372,6 +377,7 @@ impl Muxer {
         self.by_fd.insert(fd, key);
         self.conns.insert(key, conn);
         self.metrics.conns_added.inc();
+        true
     }
 
     fn fresh_id(&mut self) -> u64 {

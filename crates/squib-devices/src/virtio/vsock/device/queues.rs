@@ -92,7 +92,7 @@ impl Vsock {
                 }
             };
             if let Err(e) = queue.add_used(mem, head, len) {
-                log::error!("vsock: cannot complete rx head {head}: {e}");
+                squib_logger::warn_rate_limited!("vsock: cannot complete rx head {head}: {e}");
             }
             used = true;
         }
@@ -122,7 +122,7 @@ impl Vsock {
             let head = chain.head_index();
             self.tx_packet(&mem, chain);
             if let Err(e) = self.state.queues[TX_INDEX].add_used(&mem, head, 0) {
-                log::error!("vsock: cannot complete tx head {head}: {e}");
+                squib_logger::warn_rate_limited!("vsock: cannot complete tx head {head}: {e}");
             }
             used = true;
         }

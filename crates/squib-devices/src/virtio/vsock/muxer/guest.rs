@@ -93,7 +93,9 @@ impl Muxer {
                 state.peer_buf_alloc = hdr.buf_alloc;
                 state.peer_fwd_cnt = hdr.fwd_cnt;
                 state.pending = pending::RESPONSE;
-                self.insert(state, stream, false);
+                if !self.insert(state, stream, false) {
+                    self.stray_rst(key);
+                }
             }
             Err(e) => {
                 log::debug!(

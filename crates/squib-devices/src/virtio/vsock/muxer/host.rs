@@ -47,7 +47,9 @@ impl Muxer {
                 }
             };
             if self.conns.len() + self.handshakes.len() >= MAX_CONNECTIONS {
-                log::warn!("vsock: {MAX_CONNECTIONS} connections open, closing a host client");
+                squib_logger::warn_rate_limited!(
+                    "vsock: {MAX_CONNECTIONS} connections open, closing a host client"
+                );
                 continue;
             }
             if let Err(e) = stream.set_nonblocking(true) {
@@ -98,7 +100,7 @@ impl Muxer {
             self.retired.push((hs.stream, hs.registered));
             return;
         }
-        let local_port = self.allocate_local_port();
+        let local_port = self.allocate_local_port(port);
         let mut state = ConnState::new(local_port, port, true, ConnPhase::LocalInit);
         state.pending = pending::REQUEST;
         self.insert(state, hs.stream, hs.registered);
@@ -112,8 +114,10 @@ impl Muxer {
         }
     }
 
-    /// The next local port, round-robin in [2³⁰, 2³¹), skipping those in use.
-    pub(super) fn allocate_local_port(&mut self) -> u32 {
+    /// The next local port, round-robin in [2³⁰, 2³¹), skipping those of host-initiated
+    /// connections and any that would make `(port, peer_port)` clash with a guest-initiated
+    /// connection to that port. At most [`MAX_CONNECTIONS`] ports are taken, so this ends.
+    pub(super) fn allocate_local_port(&mut self, peer_port: u32) -> u32 {
         loop {
             let port = self.next_local_port;
             self.next_local_port = if port >= (1 << 31) - 1 {
@@ -121,7 +125,11 @@ impl Muxer {
             } else {
                 port + 1
             };
-            if !self.local_ports.contains(&port) {
+            let key = ConnKey {
+                local_port: port,
+                peer_port,
+            };
+            if !self.local_ports.contains(&port) && !self.conns.contains_key(&key) {
                 return port;
             }
         }
@@ -230,10 +238,12 @@ impl Muxer {
             local_port: hdr.src_port,
             peer_port: hdr.dst_port,
         }) {
+            // Every packet tells the guest our credit: no separate update is owed any more.
             conn.state.last_fwd_cnt_sent = hdr.fwd_cnt;
+            conn.state.pending &= !pending::CREDIT_UPDATE;
         }
         if !copy_to_guest(mem, segs, &hdr.to_bytes()) {
-            log::error!("vsock: cannot write a header into guest memory");
+            squib_logger::warn_rate_limited!("vsock: cannot write a header into guest memory");
         }
         Some(RxPacket {
             used_len: HDR_LEN as u32 + data_len,

@@ -16,13 +16,13 @@ fn muxer() -> (tempfile::TempDir, Muxer) {
 #[test]
 fn local_ports_go_round_robin_and_skip_those_in_use() {
     let (_d, mut m) = muxer();
-    assert_eq!(m.allocate_local_port(), 1 << 30);
-    assert_eq!(m.allocate_local_port(), (1 << 30) + 1);
+    assert_eq!(m.allocate_local_port(7), 1 << 30);
+    assert_eq!(m.allocate_local_port(7), (1 << 30) + 1);
     m.next_local_port = (1 << 31) - 1;
     m.local_ports.insert(1 << 30);
-    assert_eq!(m.allocate_local_port(), (1 << 31) - 1);
+    assert_eq!(m.allocate_local_port(7), (1 << 31) - 1);
     // Wraps to 2^30, which is in use, so 2^30 + 1.
-    assert_eq!(m.allocate_local_port(), (1 << 30) + 1);
+    assert_eq!(m.allocate_local_port(7), (1 << 30) + 1);
 }
 
 #[test]
@@ -106,4 +106,30 @@ fn stray_rsts_need_a_guest_and_are_bounded() {
         m.stray_rst(key);
     }
     assert_eq!(m.stray_rst.len(), MAX_STRAY_RST);
+}
+
+#[test]
+fn host_port_never_clashes_with_a_guest_connection_to_it() {
+    let (dir, mut m) = muxer();
+    m.set_guest_ready(true);
+    // The guest connected from port 52 to host port 2^30 (a listener exists for it).
+    let mut path = m.uds_path().as_os_str().to_owned();
+    path.push(format!("_{}", 1u32 << 30));
+    let _listener = std::os::unix::net::UnixListener::bind(path).unwrap();
+    let mem = crate::virtio::test_utils::single_region_mem(0x1000);
+    let mut req = crate::virtio::vsock::packet::VsockHeader {
+        src_cid: 3,
+        dst_cid: 2,
+        src_port: 52,
+        dst_port: 1 << 30,
+        type_: crate::virtio::vsock::packet::TYPE_STREAM,
+        op: crate::virtio::vsock::packet::op::REQUEST,
+        ..Default::default()
+    };
+    req.buf_alloc = 4096;
+    m.send_pkt(&mem, &req, &[]);
+    assert_eq!(m.conn_count(), 1);
+    // A host client asking for guest port 52 must not get local port 2^30.
+    assert_eq!(m.allocate_local_port(52), (1 << 30) + 1);
+    drop(dir);
 }
