@@ -253,27 +253,34 @@ pub struct Connection {
     pub host_write_shut: bool,
     /// Whether the connection sits in the muxer's rx queue.
     pub in_rxq: bool,
-    /// What the stream is registered for in epoll (empty = not registered).
+    /// What the stream is registered for in epoll (empty = not registered yet).
     pub registered: EventSet,
     /// Whether its registration is queued for an epoll sync.
     pub dirty: bool,
 }
 
 impl Connection {
-    /// The events the stream should be watched for now.
+    /// The events the stream should be watched for now: readable while data may flow to
+    /// the guest and no read is queued, writable while guest bytes wait for the host. With
+    /// neither, the stream stays registered but "parked": edge-triggered with no interest, so
+    /// a hang-up is reported once instead of on every `epoll_wait`, and nothing is added to
+    /// or removed from epoll per packet.
     #[must_use]
     pub fn wanted_events(&self) -> EventSet {
         let mut set = EventSet::empty();
-        if self.state.phase == ConnPhase::Killing {
-            return set;
+        if self.state.phase != ConnPhase::Killing {
+            if !self.tx_buf.is_empty() {
+                set |= EventSet::OUT;
+            }
+            if self.state.pending & pending::RW == 0 && self.state.can_send_data() {
+                set |= EventSet::IN;
+            }
         }
-        if !self.tx_buf.is_empty() {
-            set |= EventSet::OUT;
+        if set.is_empty() {
+            EventSet::EDGE_TRIGGERED
+        } else {
+            set
         }
-        if self.state.pending & pending::RW == 0 && self.state.can_send_data() {
-            set |= EventSet::IN;
-        }
-        set
     }
 
     /// Count `n` bytes taken by the host from the front of `tx_buf`.

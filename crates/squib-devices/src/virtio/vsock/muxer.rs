@@ -230,19 +230,20 @@ impl Muxer {
 
     /// Apply the recorded registration changes to epoll and close retired streams.
     pub fn sync_epoll(&mut self, ops: &mut EventOps) {
-        for fd in std::mem::take(&mut self.dirty) {
+        // Taken and put back so the list keeps its capacity (no allocation per event).
+        let mut dirty = std::mem::take(&mut self.dirty);
+        for fd in dirty.drain(..) {
             if let Some(conn) = self.by_fd.get(&fd).and_then(|k| self.conns.get_mut(k)) {
                 conn.dirty = false;
                 let want = conn.wanted_events();
                 if want == conn.registered {
                     continue;
                 }
+                let events = Events::with_data_raw(fd, PROCESS_CONN, want);
                 let result = if conn.registered.is_empty() {
-                    ops.add(Events::with_data_raw(fd, PROCESS_CONN, want))
-                } else if want.is_empty() {
-                    ops.remove(Events::empty_raw(fd))
+                    ops.add(events)
                 } else {
-                    ops.modify(Events::with_data_raw(fd, PROCESS_CONN, want))
+                    ops.modify(events)
                 };
                 match result {
                     Ok(()) => conn.registered = want,
@@ -263,6 +264,7 @@ impl Muxer {
                 }
             }
         }
+        self.dirty = dirty;
         for (stream, registered) in self.retired.drain(..) {
             if registered {
                 if let Err(e) = ops.remove(Events::empty_raw(stream.as_raw_fd())) {

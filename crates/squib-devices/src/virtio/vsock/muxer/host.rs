@@ -79,7 +79,8 @@ impl Muxer {
         } else if let Some(&key) = self.by_fd.get(&fd) {
             self.conn_event(key, set);
         } else {
-            log::debug!("vsock: event {set:?} on closed fd {fd}");
+            self.metrics.conn_event_fails.inc();
+            log::debug!("vsock: event {set:?} on unknown fd {fd}");
         }
     }
 
@@ -148,12 +149,10 @@ impl Muxer {
             Self::schedule_rx(&mut self.rxq, key, conn);
         }
         Self::mark_dirty(&mut self.dirty, conn);
-        if set.intersects(EventSet::ERROR | EventSet::HANG_UP)
-            && !set.intersects(EventSet::IN | EventSet::OUT)
-        {
-            self.metrics.conn_event_fails.inc();
+        if !set.intersects(EventSet::IN | EventSet::OUT) {
+            // A parked stream's hang-up (reported once): what is left to read is read, and
+            // EOF seen, once the guest can take data again; a write would fail then too.
             log::debug!("vsock: host stream of {key:?} reported {set:?}");
-            self.kill(key);
         }
     }
 

@@ -347,3 +347,38 @@ fn host_initiated_data_flows_both_ways_after_ok() {
     client.read_exact(&mut buf).unwrap();
     assert_eq!(&buf, b"pong");
 }
+
+#[test]
+fn host_close_while_guest_has_no_credit_loses_nothing_and_does_not_spin() {
+    let mut h = Harness::new();
+    let listener = listen(&h, HOST_PORT);
+    let mut req = guest_hdr(op::REQUEST, GUEST_PORT, HOST_PORT);
+    req.buf_alloc = 100;
+    h.send(req, &[]);
+    assert_eq!(ops(&h.exchange()), [op::RESPONSE]);
+    let (mut stream, _) = listener.accept().unwrap();
+    stream.write_all(&pattern(300, 4)).unwrap();
+    drop(stream);
+    h.pump();
+    let mut got: Vec<u8> = h.exchange().into_iter().flat_map(|(_, d)| d).collect();
+    assert_eq!(got.len(), 100);
+    // The hung-up stream is parked: the loop goes idle instead of spinning on EPOLLHUP.
+    let mut events = 0;
+    for _ in 0..10 {
+        events += h.em.run_with_timeout(0).unwrap();
+    }
+    assert!(events <= 1, "{events} events while parked");
+    let mut ops_seen = Vec::new();
+    for granted in [100u32, 200, 300] {
+        let mut upd = guest_hdr(op::CREDIT_UPDATE, GUEST_PORT, HOST_PORT);
+        upd.buf_alloc = 100;
+        upd.fwd_cnt = granted;
+        h.send(upd, &[]);
+        for (hdr, data) in h.exchange() {
+            ops_seen.push(hdr.op);
+            got.extend(data);
+        }
+    }
+    assert_eq!(got, pattern(300, 4));
+    assert_eq!(ops_seen.last(), Some(&op::SHUTDOWN), "{ops_seen:?}");
+}
