@@ -16,6 +16,7 @@
 //! [`TX_BUF_CAPACITY`](super::connection::TX_BUF_CAPACITY) buffer each, `rxq` at most one entry per
 //! connection, `stray_rst` at most [`MAX_STRAY_RST`], `killq` rebuilt past [`MAX_KILLQ`].
 
+mod deadlines;
 mod guest;
 mod host;
 
@@ -28,6 +29,8 @@ use std::time::{Duration, Instant};
 
 use event_manager::{EventOps, EventSet, Events};
 use vmm_sys_util::timerfd::TimerFd;
+
+use deadlines::{Deadline, Target};
 
 use super::connection::{pending, ConnPhase, Connection};
 use super::event_handler::PROCESS_CONN;
@@ -54,20 +57,6 @@ struct Handshake {
     stream: UnixStream,
     id: u64,
     registered: bool,
-}
-
-/// What a deadline kills.
-#[derive(Clone, Copy, Debug)]
-enum Target {
-    Conn(ConnKey),
-    Handshake(RawFd),
-}
-
-#[derive(Clone, Copy, Debug)]
-struct Deadline {
-    at: Instant,
-    target: Target,
-    id: u64,
 }
 
 /// All connections of one vsock device and their host side.
@@ -213,19 +202,6 @@ impl Muxer {
         self.killq
             .retain(|d| matches!(d.target, Target::Handshake(_)));
         self.wake_soon();
-    }
-
-    /// Make the timer fire at once, so the next `process` call closes retired streams even
-    /// when they were retired outside the event loop (transport or device reset).
-    fn wake_soon(&mut self) {
-        if self.retired.is_empty() {
-            return;
-        }
-        self.timer_armed = true;
-        if let Err(e) = self.timer.reset(Duration::from_millis(1), None) {
-            self.metrics.muxer_event_fails.inc();
-            log::error!("vsock: cannot arm the deadline timer: {e}");
-        }
     }
 
     /// Apply the recorded registration changes to epoll and close retired streams.
@@ -385,93 +361,6 @@ impl Muxer {
     fn fresh_id(&mut self) -> u64 {
         self.next_id += 1;
         self.next_id
-    }
-
-    /// Give `key` a deadline `timeout` from now.
-    fn set_expiry(&mut self, key: ConnKey) {
-        let at = Instant::now() + self.timeout;
-        if let Some(conn) = self.conns.get_mut(&key) {
-            conn.expiry = Some(at);
-            let id = conn.id;
-            self.push_deadline(at, Target::Conn(key), id);
-        }
-    }
-
-    fn push_deadline(&mut self, at: Instant, target: Target, id: u64) {
-        if self.killq.len() >= MAX_KILLQ {
-            self.resync_killq();
-        }
-        self.killq.push_back(Deadline { at, target, id });
-        if !self.timer_armed {
-            self.arm_timer();
-        }
-    }
-
-    /// Rebuild the deadline queue from the live connections and handshakes.
-    fn resync_killq(&mut self) {
-        self.metrics.killq_resync.inc();
-        let live = |d: &Deadline| match d.target {
-            Target::Conn(key) => self
-                .conns
-                .get(&key)
-                .is_some_and(|c| c.id == d.id && c.expiry == Some(d.at)),
-            Target::Handshake(fd) => self.handshakes.get(&fd).is_some_and(|h| h.id == d.id),
-        };
-        let mut kept: Vec<Deadline> = self.killq.iter().copied().filter(live).collect();
-        kept.sort_by_key(|d| d.at);
-        self.killq = kept.into();
-    }
-
-    /// Arm the timer for the earliest deadline (or disarm it). Setting a timerfd also clears
-    /// its expiration count, so the fd is never read (it is blocking).
-    fn arm_timer(&mut self) {
-        let result = match self.killq.front() {
-            Some(d) => {
-                let wait =
-                    d.at.saturating_duration_since(Instant::now())
-                        .max(Duration::from_millis(1));
-                self.timer_armed = true;
-                self.timer.reset(wait, None)
-            }
-            None => {
-                self.timer_armed = false;
-                self.timer.clear()
-            }
-        };
-        if let Err(e) = result {
-            self.metrics.muxer_event_fails.inc();
-            log::error!("vsock: cannot arm the deadline timer: {e}");
-        }
-    }
-
-    /// The timer fired: kill what expired, re-arm for the rest.
-    pub fn process_timer(&mut self) {
-        let now = Instant::now();
-        while let Some(&d) = self.killq.front() {
-            if d.at > now {
-                break;
-            }
-            self.killq.pop_front();
-            match d.target {
-                Target::Conn(key) => {
-                    let expired = self
-                        .conns
-                        .get(&key)
-                        .is_some_and(|c| c.id == d.id && c.expiry == Some(d.at));
-                    if expired {
-                        self.metrics.conns_killed.inc();
-                        log::debug!("vsock: connection {key:?} timed out");
-                        self.kill(key);
-                    }
-                }
-                Target::Handshake(fd) => {
-                    if self.handshakes.get(&fd).is_some_and(|h| h.id == d.id) {
-                        self.retire_handshake(fd);
-                    }
-                }
-            }
-        }
-        self.arm_timer();
     }
 }
 
