@@ -9,6 +9,7 @@
 //! - [`queue`]: guarded calls into `virtio-queue` for what the guest controls (sizes, ring
 //!   addresses, heads), so its own `error!` lines are never triggered.
 //! - [`rng`]: virtio-rng, the entropy device (virtio 1.2 §5.4).
+//! - [`vsock`]: virtio-vsock with Firecracker's Unix-socket multiplexer (virtio 1.2 §5.10).
 //!
 //! Lock order: transport, then device. The event loop locks only the device.
 
@@ -19,6 +20,7 @@ pub mod queue;
 pub mod rng;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod test_utils;
+pub mod vsock;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
