@@ -63,7 +63,9 @@ fn connect_to_guest(uds: &Path, port: u32) -> UnixStream {
         .expect("send CONNECT");
     let mut reply = String::new();
     let mut reader = BufReader::new(stream.try_clone().expect("clone a stream"));
-    reader.read_line(&mut reply).expect("read the CONNECT reply");
+    reader
+        .read_line(&mut reply)
+        .expect("read the CONNECT reply");
     assert!(
         reply.starts_with("OK ") && reply.ends_with('\n'),
         "CONNECT {port} answered {reply:?}"
@@ -124,10 +126,7 @@ fn vsock_and_entropy() {
     let metrics = dir.path().join("metrics.json");
     host_echo_listener(&uds, HOST_ECHO_PORT);
 
-    let squib = Squib::with_api(
-        "vsock",
-        &["--metrics-path", &metrics.display().to_string()],
-    );
+    let squib = Squib::with_api("vsock", &["--metrics-path", &metrics.display().to_string()]);
     let api = squib.api();
     let args = format!(
         "squib.action=vsock squib.vsock_echo={GUEST_ECHO_PORT} \
@@ -140,7 +139,10 @@ fn vsock_and_entropy() {
     });
     for (path, body) in [
         ("/boot-source", boot),
-        ("/machine-config", json!({"vcpu_count": 1, "mem_size_mib": 256})),
+        (
+            "/machine-config",
+            json!({"vcpu_count": 1, "mem_size_mib": 256}),
+        ),
         (
             "/vsock",
             json!({"guest_cid": GUEST_CID, "uds_path": uds.display().to_string()}),
@@ -168,7 +170,9 @@ fn vsock_and_entropy() {
         STEP_TIMEOUT,
     );
     assert!(
-        sent.contains(&format!("sent={GUEST_SEND_BYTES} received={GUEST_SEND_BYTES} match=1")),
+        sent.contains(&format!(
+            "sent={GUEST_SEND_BYTES} received={GUEST_SEND_BYTES} match=1"
+        )),
         "guest -> host -> guest: {sent}"
     );
     let reset = squib.wait_for(
@@ -180,7 +184,10 @@ fn vsock_and_entropy() {
 
     let big = pattern(0, BIG_TRANSFER_BYTES);
     let echoed = echo_through_guest(&uds, big.clone());
-    assert!(echoed == big, "16 MiB through the guest's echo server came back different");
+    assert!(
+        echoed == big,
+        "16 MiB through the guest's echo server came back different"
+    );
 
     let workers: Vec<_> = (1..=PARALLEL_CONNECTIONS)
         .map(|seed| {
@@ -205,14 +212,20 @@ fn vsock_and_entropy() {
     let moved = (BIG_TRANSFER_BYTES + PARALLEL_CONNECTIONS * PARALLEL_BYTES) as u64;
     for key in ["rx_bytes_count", "tx_bytes_count"] {
         let count = last["vsock"][key].as_u64().unwrap_or_default();
-        assert!(count >= moved, "vsock.{key} = {count} < {moved}: {}", last["vsock"]);
+        assert!(
+            count >= moved,
+            "vsock.{key} = {count} < {moved}: {}",
+            last["vsock"]
+        );
     }
     let conns = last["vsock"]["conns_added"].as_u64().unwrap_or_default();
     assert!(
         conns >= 2 + PARALLEL_CONNECTIONS as u64,
         "vsock.conns_added = {conns}"
     );
-    let entropy = last["entropy"]["entropy_bytes"].as_u64().unwrap_or_default();
+    let entropy = last["entropy"]["entropy_bytes"]
+        .as_u64()
+        .unwrap_or_default();
     assert!(entropy >= 32, "entropy.entropy_bytes = {entropy}");
 
     let (status, reply) = api.put("/actions", &json!({"action_type": "SendCtrlAltDel"}));

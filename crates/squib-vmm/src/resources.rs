@@ -8,6 +8,7 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use squib_api::schemas::{
     BalloonConfig, BootSourceConfig, CacheType, CpuConfig, DriveConfig, EntropyConfig,
@@ -16,6 +17,7 @@ use squib_api::schemas::{
 };
 use squib_devices::virtio::block::{Block, BlockConfig, BlockError, CacheMode};
 use squib_devices::virtio::net::NetError;
+use squib_devices::virtio::vsock::{Vsock, VsockError};
 
 use crate::limiter_config::build_rate_limiter;
 use crate::mmds_interceptor::SharedMmdsStore;
@@ -54,6 +56,9 @@ pub enum ResourceError {
     /// The TAP cannot be opened, or the device built on it.
     #[error("Could not create the network device: {0}")]
     Net(#[from] NetError),
+    /// The vsock device's Unix socket cannot be bound.
+    #[error(transparent)]
+    Vsock(#[from] VsockError),
 }
 
 /// The boot source and its opened files.
@@ -130,11 +135,11 @@ pub struct VmResources {
     net: Vec<NetInterface>,
     /// The MMDS document (shared with the API handlers and the net devices).
     mmds_store: SharedMmdsStore,
-    /// vsock (not built yet).
-    pub vsock: Option<VsockConfig>,
+    /// `PUT /vsock`: the device exists from PUT on (its Unix socket is bound then).
+    vsock: Option<VsockResource>,
     /// Balloon (not built yet).
     pub balloon: Option<BalloonConfig>,
-    /// Entropy device (not built yet).
+    /// `PUT /entropy` (the device is built at `InstanceStart`).
     pub entropy: Option<EntropyConfig>,
     /// pmem devices (not built yet).
     pub pmem: Vec<PmemConfig>,
@@ -144,6 +149,15 @@ pub struct VmResources {
     pub mmds_config: Option<MmdsConfig>,
     /// Custom CPU template (not applied yet).
     pub cpu_config: Option<CpuConfig>,
+}
+
+/// The vsock device `PUT /vsock` built, with the configuration it came from.
+#[derive(Debug)]
+pub struct VsockResource {
+    /// As configured.
+    pub config: VsockConfig,
+    /// The device, shared with its transport and the event loop once attached.
+    pub device: Arc<Mutex<Vsock>>,
 }
 
 fn open_readable(path: &Path) -> std::io::Result<File> {
@@ -334,13 +348,33 @@ impl VmResources {
         self.mmds_store = store;
     }
 
+    /// `PUT /vsock`: drop the previous device (which unlinks its socket), then build the new
+    /// one, binding `uds_path` now as Firecracker does.
+    ///
+    /// # Errors
+    /// [`ResourceError::Vsock`] when the socket cannot be bound.
+    pub fn set_vsock(&mut self, config: VsockConfig) -> Result<(), ResourceError> {
+        self.vsock = None;
+        let device = Vsock::new(u64::from(config.guest_cid), config.uds_path.clone())?;
+        self.vsock = Some(VsockResource {
+            config,
+            device: Arc::new(Mutex::new(device)),
+        });
+        Ok(())
+    }
+
+    /// The vsock device, when configured.
+    #[must_use]
+    pub fn vsock(&self) -> Option<&VsockResource> {
+        self.vsock.as_ref()
+    }
+
     /// Refuse, naming it, any configured device squib cannot build yet.
     ///
     /// # Errors
     /// [`ResourceError::NotSupported`] for the first such device.
     pub fn check_buildable(&self) -> Result<(), ResourceError> {
         let unsupported = [
-            (self.vsock.is_some(), "virtio-vsock"),
             (self.balloon.is_some(), "virtio-balloon"),
             (!self.pmem.is_empty(), "virtio-pmem"),
             (self.memory_hotplug.is_some(), "virtio-mem (memory hotplug)"),

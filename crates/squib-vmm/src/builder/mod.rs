@@ -25,6 +25,7 @@ use squib_devices::rate_limiter::RateLimiter;
 use squib_devices::virtio::block::Block;
 use squib_devices::virtio::net::Net;
 use squib_devices::virtio::rng::{self, Entropy};
+use squib_devices::virtio::vsock::Vsock;
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
@@ -69,6 +70,8 @@ pub struct RunningVm {
     pub blocks: Vec<AttachedBlock>,
     /// Network devices by interface id, in attach order.
     pub nets: Vec<AttachedNet>,
+    /// The vsock device, when `PUT /vsock` configured one.
+    pub vsock: Option<Arc<Mutex<Vsock>>>,
     /// The entropy device, when `PUT /entropy` configured one.
     pub entropy: Option<Arc<Mutex<Entropy>>>,
     /// The kernel command line the guest got.
@@ -119,6 +122,7 @@ pub fn build_microvm(
     )?;
     let blocks = attach_blocks(&mut devices, &vm, &mem, resources, &mut subscribers)?;
     let nets = attach_nets(&mut devices, &vm, &mem, resources, &mut subscribers)?;
+    let vsock = attach_vsock(&mut devices, &vm, &mem, resources, &mut subscribers)?;
     let entropy = attach_entropy(&mut devices, &vm, &mem, resources, &mut subscribers)?;
 
     let cmdline = build_cmdline(resources, &devices)?;
@@ -177,6 +181,7 @@ pub fn build_microvm(
         },
         blocks,
         nets,
+        vsock,
         entropy,
         cmdline,
     })
@@ -268,8 +273,29 @@ fn attach_nets(
     Ok(nets)
 }
 
-/// The virtio-rng device `PUT /entropy` asked for, after the network devices (Firecracker's
-/// order), with its rate limiter.
+/// The vsock device `PUT /vsock` built, after the network devices (Firecracker's order).
+fn attach_vsock(
+    devices: &mut DeviceManager,
+    vm: &Vm,
+    mem: &GuestMemoryMmap,
+    resources: &VmResources,
+    subscribers: &mut Vec<Subscriber>,
+) -> Result<Option<Arc<Mutex<Vsock>>>, StartMicrovmError> {
+    let Some(vsock) = resources.vsock() else {
+        return Ok(None);
+    };
+    let device = vsock.device.clone();
+    device
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .register_metrics();
+    devices.attach_virtio(vm, mem, device.clone())?;
+    subscribers.push(device.clone());
+    Ok(Some(device))
+}
+
+/// The virtio-rng device `PUT /entropy` asked for, after vsock (Firecracker's order), with
+/// its rate limiter.
 fn attach_entropy(
     devices: &mut DeviceManager,
     vm: &Vm,

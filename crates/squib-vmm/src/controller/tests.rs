@@ -196,15 +196,68 @@ fn configured_devices_squib_cannot_build_make_instance_start_name_them() {
         vmm.handle_action(ApiAction::PutBootSource(boot)),
         ApiResponse::NoContent
     ));
-    let entropy = squib_api::schemas::EntropyConfig::default();
-    assert!(matches!(
-        vmm.handle_action(ApiAction::PutEntropy(entropy)),
-        ApiResponse::NoContent
-    ));
+    let balloon = parsed(
+        "PUT",
+        "/balloon",
+        &json!({"amount_mib": 0, "deflate_on_oom": false}),
+    );
+    assert!(matches!(vmm.handle_action(balloon), ApiResponse::NoContent));
     let message = fault_of(vmm.handle_action(ApiAction::Action(InstanceAction::InstanceStart)));
     assert_eq!(
         message,
-        "Start microvm error: virtio-rng (entropy device) is not supported by squib yet"
+        "Start microvm error: virtio-balloon is not supported by squib yet"
+    );
+}
+
+/// The action the API thread makes of `method path body`.
+fn parsed(method: &str, path: &str, body: &serde_json::Value) -> ApiAction {
+    let bytes = serde_json::to_vec(body).unwrap();
+    match squib_api::routes::parse_request(method, path, &bytes) {
+        Ok(squib_api::routes::Parsed::Action { action, .. }) => action,
+        other => panic!("{method} {path} did not parse: {other:?}"),
+    }
+}
+
+#[test]
+fn put_vsock_binds_at_once_and_a_second_put_replaces_the_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = dir.path().join("v1.sock");
+    let second = dir.path().join("v2.sock");
+    let mut vmm = vmm();
+    let put = |path: &std::path::Path| {
+        parsed(
+            "PUT",
+            "/vsock",
+            &json!({"guest_cid": 3, "uds_path": path.display().to_string()}),
+        )
+    };
+    assert!(matches!(
+        vmm.handle_action(put(&first)),
+        ApiResponse::NoContent
+    ));
+    assert!(first.exists(), "the uds is bound at PUT time");
+    assert!(matches!(
+        vmm.handle_action(put(&first)),
+        ApiResponse::NoContent
+    ));
+    assert!(matches!(
+        vmm.handle_action(put(&second)),
+        ApiResponse::NoContent
+    ));
+    assert!(!first.exists(), "the replaced device's socket is unlinked");
+    assert!(second.exists());
+    let ApiResponse::Json(config) = vmm.handle_action(ApiAction::GetVmConfig) else {
+        panic!("GET /vm/config");
+    };
+    assert_eq!(config["vsock"]["uds_path"], second.display().to_string());
+
+    let missing = dir.path().join("no-such-dir/v.sock");
+    let message = fault_of(vmm.handle_action(put(&missing)));
+    assert!(
+        message.starts_with(
+            "Vsock config error: Cannot create backend for vsock device: Error binding to the host-side Unix socket: "
+        ),
+        "{message}"
     );
 }
 

@@ -84,7 +84,7 @@ impl Vmm {
             metrics: None,
             mmds_config: r.mmds_config.clone(),
             network_interfaces: r.net_configs(),
-            vsock: r.vsock.clone(),
+            vsock: r.vsock().map(|v| v.config.clone()),
             entropy: r.entropy.clone(),
             pmem: r.pmem.clone(),
             memory_hotplug: r.memory_hotplug.clone(),

@@ -138,9 +138,10 @@ impl Vmm {
         Err(no_hot_unplug())
     }
 
-    /// `PUT /vsock`.
+    /// `PUT /vsock`: the host Unix socket is bound now; a second PUT replaces the device and
+    /// unlinks the old socket.
     pub(crate) fn put_vsock(&mut self, config: VsockConfig) -> ActionResult {
-        self.resources.vsock = Some(config);
+        self.resources.set_vsock(config)?;
         Ok(ApiResponse::NoContent)
     }
 
