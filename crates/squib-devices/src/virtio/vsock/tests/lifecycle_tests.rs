@@ -266,3 +266,31 @@ fn metrics_register_under_vsock() {
     h.dev().register_metrics();
     assert!(squib_logger::metrics::unregister_group("vsock"));
 }
+
+#[test]
+fn before_activation_host_requests_expire_and_queue_kicks_are_ignored() {
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    use event_manager::{EventManager, SubscriberOps};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v.sock");
+    let mut vsock = Vsock::new(3, path.clone()).unwrap();
+    vsock.muxer_mut().set_timeout(Duration::from_millis(30));
+    let dev = Arc::new(Mutex::new(vsock));
+    let mut em: EventManager<Arc<Mutex<Vsock>>> = EventManager::new().unwrap();
+    em.add_subscriber(dev.clone());
+    let mut client = UnixStream::connect(&path).unwrap();
+    client.write_all(b"CONNECT 5\n").unwrap();
+    for index in [RX_INDEX, TX_INDEX, crate::virtio::vsock::EVQ_INDEX] {
+        dev.lock().unwrap().queue_events()[index].write(1).unwrap();
+    }
+    let end = Instant::now() + Duration::from_millis(150);
+    while Instant::now() < end {
+        em.run_with_timeout(5).unwrap();
+    }
+    assert_eq!(dev.lock().unwrap().muxer().conn_count(), 0);
+    assert!(reads_eof(&mut client));
+    assert_eq!(dev.lock().unwrap().metrics().conns_killed.count(), 1);
+}
