@@ -2,7 +2,7 @@
 //!
 //! Three queues of [`QUEUE_SIZE`]: rx ([`RX_INDEX`], packets to the guest), tx ([`TX_INDEX`],
 //! packets from the guest) and event ([`EVQ_INDEX`], `TRANSPORT_RESET`). The data paths live
-//! in [`queues`]; connections and the host side in [`Muxer`]. Each drain serves at most
+//! in `queues`; connections and the host side in [`Muxer`]. Each drain serves at most
 //! [`PACKET_BUDGET`](super::PACKET_BUDGET) chains, then re-kicks its queue eventfd so other
 //! event sources get a turn, and raises at most one interrupt (EVENT_IDX-aware). Guest
 //! mistakes drop the packet (or answer `RST`), log at most a few warnings a second and
