@@ -410,3 +410,54 @@ fn data_flows_with_event_idx_and_in_order_accepted() {
     assert!(echoed == data, "echo differs");
     let _stream = reader.join().unwrap();
 }
+
+#[test]
+fn a_stalled_connection_does_not_hold_up_another() {
+    let (mut h, listener, _stalled) = established();
+    // Fill the stalled connection's window: its host never reads.
+    let chunk = pattern(16 * 1024, 2);
+    let (mut sent, mut dev_fwd) = (0u32, 0u32);
+    for _ in 0..64 {
+        if CONN_BUF_ALLOC - sent.wrapping_sub(dev_fwd) < chunk.len() as u32 {
+            h.pump_for(1);
+        } else {
+            h.send(rw(chunk.len()), &chunk);
+            sent += chunk.len() as u32;
+        }
+        for (hdr, _) in h.exchange() {
+            dev_fwd = hdr.fwd_cnt;
+        }
+    }
+    // A second connection to the same host port still moves data both ways.
+    let mut other = guest_connect(&mut h, &listener, GUEST_PORT + 1, HOST_PORT);
+    let data = pattern(256 * 1024, 8);
+    let mut off = 0;
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    while off < data.len() {
+        let mut hdr = guest_hdr(op::RW, GUEST_PORT + 1, HOST_PORT);
+        hdr.len = 16 * 1024;
+        h.send(hdr, &data[off..off + 16 * 1024]);
+        off += 16 * 1024;
+        let n = other.read(&mut buf).unwrap();
+        got.extend_from_slice(&buf[..n]);
+        let _ = h.exchange();
+    }
+    while got.len() < data.len() {
+        h.pump();
+        let n = other.read(&mut buf).unwrap();
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(got == data, "second connection's bytes differ");
+    other.write_all(b"still here").unwrap();
+    h.pump();
+    let replies: Vec<_> = h
+        .exchange()
+        .into_iter()
+        .filter(|(hdr, _)| hdr.op == op::RW)
+        .collect();
+    assert_eq!(replies.len(), 1);
+    assert_eq!(replies[0].0.dst_port, GUEST_PORT + 1);
+    assert_eq!(replies[0].1, b"still here");
+    assert_eq!(h.dev().muxer().conn_count(), 2);
+}
