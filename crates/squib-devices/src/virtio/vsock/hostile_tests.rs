@@ -102,6 +102,21 @@ fn indirect_chain_of_a_hostile_guest_is_bounded() {
     assert_eq!(h.txq.used_idx(), 1);
 }
 
+#[test]
+fn indirect_table_longer_than_the_queue_is_refused() {
+    let mut h = Harness::new();
+    let hdr = guest_hdr(op::REQUEST, 1, 4_242).to_bytes();
+    h.mem.write_slice(&hdr, GuestAddress(TX_BUF)).unwrap();
+    // 300 one-byte pieces: more than one writev may take.
+    let pieces: Vec<_> = (0..300u64).map(|i| (TX_BUF + i, 1, 0)).collect();
+    h.txq.add_indirect_chain(TX_BUF + 0x1_0000, &pieces);
+    h.kick_tx();
+    h.pump();
+    assert_eq!(h.txq.used_idx(), 1);
+    assert_eq!(h.dev().metrics().tx_packets_count.count(), 0);
+    assert_still_serving(&mut h);
+}
+
 fn header() -> impl Strategy<Value = VsockHeader> {
     let cid = prop_oneof![Just(GUEST_CID), Just(HOST_CID), any::<u64>()];
     let port = prop_oneof![0u32..4, Just(1 << 30), any::<u32>()];
