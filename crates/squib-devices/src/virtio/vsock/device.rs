@@ -52,6 +52,10 @@ pub struct Vsock {
     data_segs: Segments,
     /// A `TRANSPORT_RESET` waits for an event-queue buffer.
     reset_event_pending: bool,
+    /// A `TRANSPORT_RESET` was delivered and the guest has not refilled the event queue
+    /// since: nothing goes to the guest until it has handled the reset (Firecracker's
+    /// `pending_event_ack`).
+    rx_gated: bool,
 }
 
 impl Vsock {
@@ -80,6 +84,7 @@ impl Vsock {
             segs: Vec::with_capacity(QUEUE_SIZE.into()),
             data_segs: Vec::with_capacity(QUEUE_SIZE.into()),
             reset_event_pending: false,
+            rx_gated: false,
         })
     }
 
@@ -128,7 +133,8 @@ impl Vsock {
 
     /// Tell the guest its connections are gone (after a snapshot restore): queue a
     /// `TRANSPORT_RESET` event and drop every connection. The event waits for an event-queue
-    /// buffer if the guest has posted none (or the device is not active yet).
+    /// buffer if the guest has posted none (or the device is not active yet); once it is
+    /// delivered, the rx queue is held until the guest refills the event queue.
     pub fn send_transport_reset(&mut self) {
         self.muxer.drop_connections();
         self.reset_event_pending = true;
@@ -155,6 +161,7 @@ impl Vsock {
         let used = match collect_segments(mem, chain, true, 4, &mut self.segs) {
             Ok(_) if copy_to_guest(mem, &self.segs, &event) => {
                 self.reset_event_pending = false;
+                self.rx_gated = true;
                 4
             }
             Ok(_) | Err(_) => {
@@ -213,10 +220,16 @@ impl Vsock {
         }
     }
 
-    /// The event queue was notified: the guest posted event buffers.
+    /// The event queue was notified: the guest posted event buffers (after handling a
+    /// transport reset, which releases the rx queue).
     pub fn process_evq_event(&mut self) {
-        if self.consume_queue_event(EVQ_INDEX) {
-            self.deliver_reset_event();
+        if !self.consume_queue_event(EVQ_INDEX) {
+            return;
+        }
+        self.deliver_reset_event();
+        if self.rx_gated && !self.reset_event_pending {
+            self.rx_gated = false;
+            self.process_rx();
         }
     }
 }
@@ -278,6 +291,7 @@ impl VirtioDevice for Vsock {
         self.muxer.set_guest_ready(false);
         self.muxer.drop_connections();
         self.reset_event_pending = false;
+        self.rx_gated = false;
         self.state.acked_features = 0;
         reset_queues(&mut self.state.queues);
     }

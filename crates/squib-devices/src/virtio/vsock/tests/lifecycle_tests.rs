@@ -230,8 +230,19 @@ fn transport_reset_event_drops_connections() {
     h.pump_for(20);
     assert!(reads_eof(&mut stream));
     assert!(reads_eof(&mut client));
-    // The device keeps serving.
-    let _again = super::host_connect(&mut h, 52);
+    // Nothing reaches the guest until it handled the reset (refilled the event queue)...
+    let mut client = UnixStream::connect(&h.uds).unwrap();
+    client.write_all(b"CONNECT 52\n").unwrap();
+    h.pump();
+    assert!(h.exchange().is_empty());
+    h.evq.add_chain(&[(EVQ_BUF, 8, F_WRITE)]);
+    h.dev().queue_events()[crate::virtio::vsock::EVQ_INDEX]
+        .write(1)
+        .unwrap();
+    h.pump();
+    // ...then the device serves again.
+    assert_eq!(ops(&h.recv()), [op::REQUEST]);
+    let _again = super::host_connect(&mut h, 53);
 }
 
 #[test]
