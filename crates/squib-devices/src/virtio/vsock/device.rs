@@ -28,9 +28,10 @@ use crate::virtio::{
 /// `virtio_vsock_event.id` of a transport reset.
 pub const EVENT_TRANSPORT_RESET: u32 = 0;
 
-/// What a vsock device was configured with: plain data, enough to rebuild it.
+/// What a snapshot records of a vsock device: plain data, enough to rebuild it (a restore
+/// binds `uds_path`, or its override, again with no connections, as Firecracker does).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct VsockConfigState {
+pub struct VsockState {
     /// The guest's CID.
     pub guest_cid: u64,
     /// The host socket path.
@@ -100,10 +101,10 @@ impl Vsock {
         self.muxer.uds_path()
     }
 
-    /// The configuration, as plain data.
+    /// The device's configuration as a snapshot records it.
     #[must_use]
-    pub fn config_state(&self) -> VsockConfigState {
-        VsockConfigState {
+    pub fn state_snapshot(&self) -> VsockState {
+        VsockState {
             guest_cid: self.guest_cid,
             uds_path: self.uds_path().to_owned(),
         }
@@ -127,7 +128,7 @@ impl Vsock {
     }
 
     /// The connections (tests shorten the kill deadline through this).
-    pub fn muxer_mut(&mut self) -> &mut Muxer {
+    pub(crate) fn muxer_mut(&mut self) -> &mut Muxer {
         &mut self.muxer
     }
 

@@ -35,7 +35,7 @@ pub mod muxer;
 pub mod packet;
 
 pub use connection::{ConnPhase, ConnState};
-pub use device::Vsock;
+pub use device::{Vsock, VsockState};
 pub use metrics::VsockMetrics;
 
 /// Size of each of the three queues.
