@@ -2,7 +2,7 @@
 //!
 //! Three queues of [`QUEUE_SIZE`]: rx ([`RX_INDEX`], packets to the guest), tx ([`TX_INDEX`],
 //! packets from the guest) and event ([`EVQ_INDEX`], `TRANSPORT_RESET`). The data paths live
-//! in [`queues`]; connections and the host side in [`Muxer`]. Each drain serves at most
+//! in `queues`; connections and the host side in [`Muxer`]. Each drain serves at most
 //! [`PACKET_BUDGET`](super::PACKET_BUDGET) chains, then re-kicks its queue eventfd so other
 //! event sources get a turn, and raises at most one interrupt (EVENT_IDX-aware). Guest
 //! mistakes drop the packet (or answer `RST`), log at most a few warnings a second and
@@ -28,9 +28,10 @@ use crate::virtio::{
 /// `virtio_vsock_event.id` of a transport reset.
 pub const EVENT_TRANSPORT_RESET: u32 = 0;
 
-/// What a vsock device was configured with: plain data, enough to rebuild it.
+/// What a snapshot records of a vsock device: plain data, enough to rebuild it (a restore
+/// binds `uds_path`, or its override, again with no connections, as Firecracker does).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct VsockConfigState {
+pub struct VsockState {
     /// The guest's CID.
     pub guest_cid: u64,
     /// The host socket path.
@@ -52,6 +53,10 @@ pub struct Vsock {
     data_segs: Segments,
     /// A `TRANSPORT_RESET` waits for an event-queue buffer.
     reset_event_pending: bool,
+    /// A `TRANSPORT_RESET` was delivered and the guest has not refilled the event queue
+    /// since: nothing goes to the guest until it has handled the reset (Firecracker's
+    /// `pending_event_ack`).
+    rx_gated: bool,
 }
 
 impl Vsock {
@@ -80,6 +85,7 @@ impl Vsock {
             segs: Vec::with_capacity(QUEUE_SIZE.into()),
             data_segs: Vec::with_capacity(QUEUE_SIZE.into()),
             reset_event_pending: false,
+            rx_gated: false,
         })
     }
 
@@ -95,10 +101,10 @@ impl Vsock {
         self.muxer.uds_path()
     }
 
-    /// The configuration, as plain data.
+    /// The device's configuration as a snapshot records it.
     #[must_use]
-    pub fn config_state(&self) -> VsockConfigState {
-        VsockConfigState {
+    pub fn state_snapshot(&self) -> VsockState {
+        VsockState {
             guest_cid: self.guest_cid,
             uds_path: self.uds_path().to_owned(),
         }
@@ -122,13 +128,14 @@ impl Vsock {
     }
 
     /// The connections (tests shorten the kill deadline through this).
-    pub fn muxer_mut(&mut self) -> &mut Muxer {
+    pub(crate) fn muxer_mut(&mut self) -> &mut Muxer {
         &mut self.muxer
     }
 
     /// Tell the guest its connections are gone (after a snapshot restore): queue a
     /// `TRANSPORT_RESET` event and drop every connection. The event waits for an event-queue
-    /// buffer if the guest has posted none (or the device is not active yet).
+    /// buffer if the guest has posted none (or the device is not active yet); once it is
+    /// delivered, the rx queue is held until the guest refills the event queue.
     pub fn send_transport_reset(&mut self) {
         self.muxer.drop_connections();
         self.reset_event_pending = true;
@@ -155,6 +162,7 @@ impl Vsock {
         let used = match collect_segments(mem, chain, true, 4, &mut self.segs) {
             Ok(_) if copy_to_guest(mem, &self.segs, &event) => {
                 self.reset_event_pending = false;
+                self.rx_gated = true;
                 4
             }
             Ok(_) | Err(_) => {
@@ -213,10 +221,16 @@ impl Vsock {
         }
     }
 
-    /// The event queue was notified: the guest posted event buffers.
+    /// The event queue was notified: the guest posted event buffers (after handling a
+    /// transport reset, which releases the rx queue).
     pub fn process_evq_event(&mut self) {
-        if self.consume_queue_event(EVQ_INDEX) {
-            self.deliver_reset_event();
+        if !self.consume_queue_event(EVQ_INDEX) {
+            return;
+        }
+        self.deliver_reset_event();
+        if self.rx_gated && !self.reset_event_pending {
+            self.rx_gated = false;
+            self.process_rx();
         }
     }
 }
@@ -278,6 +292,7 @@ impl VirtioDevice for Vsock {
         self.muxer.set_guest_ready(false);
         self.muxer.drop_connections();
         self.reset_event_pending = false;
+        self.rx_gated = false;
         self.state.acked_features = 0;
         reset_queues(&mut self.state.queues);
     }

@@ -19,6 +19,17 @@
 //! - [`event_handler`]: the `event_manager` subscription.
 //! - [`metrics`]: [`VsockMetrics`], Firecracker's `vsock` group.
 //!
+//! Use from the VMM:
+//! 1. `PUT /vsock`: [`Vsock::new`]`(guest_cid, uds_path)` binds the socket at once; its error
+//!    text follows `Vsock config error: `. To replace a device, drop the old one first (that
+//!    unlinks its socket), after removing it from the event manager if it was added.
+//! 2. Boot: [`Vsock::register_metrics`] (`vsock` group), attach it to a virtio-mmio transport
+//!    like any [`VirtioDevice`](crate::virtio::VirtioDevice) (its three queue eventfds become
+//!    ioeventfds) and add it (`Arc<Mutex<Vsock>>`) to the event manager: `init` registers the
+//!    queue eventfds, the listener and the deadline timer; connection streams follow by
+//!    themselves. Activation comes from the transport; nothing else is needed.
+//! 3. After a snapshot restore: [`Vsock::send_transport_reset`].
+//!
 //! Flow control is credit based both ways (§5.10.6.3): data goes to the guest only within
 //! the credit the guest advertised, and the guest may send at most [`CONN_BUF_ALLOC`] bytes the
 //! host has not read; what the host socket cannot take yet waits in a per-connection buffer
@@ -35,7 +46,7 @@ pub mod muxer;
 pub mod packet;
 
 pub use connection::{ConnPhase, ConnState};
-pub use device::Vsock;
+pub use device::{Vsock, VsockState};
 pub use metrics::VsockMetrics;
 
 /// Size of each of the three queues.

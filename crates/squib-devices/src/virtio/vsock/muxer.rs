@@ -1,14 +1,14 @@
 //! The multiplexer: every connection, the host listener, the deadlines, and what epoll
 //! watches (Firecracker's `VsockMuxer`).
 //!
-//! - [`guest`]: packets from the guest (tx queue): requests, answers, data, shutdowns.
-//! - [`host`]: the listener, `CONNECT` handshakes, stream events, and the packets owed to the
+//! - `guest`: packets from the guest (tx queue): requests, answers, data, shutdowns.
+//! - `host`: the listener, `CONNECT` handshakes, stream events, and the packets owed to the
 //!   guest (rx queue), served round-robin across connections.
+//! - `deadlines`: the 2000 ms deadlines behind one timerfd.
 //!
 //! Connections are keyed by `(local_port, peer_port)`. Those owing the guest a packet sit once
 //! each in `rxq`; packets for no connection (an `RST` answering a stray packet) wait in a
-//! bounded `stray_rst` queue. Deadlines (2000 ms) live in `killq`, in expiry order, behind one
-//! timerfd. Registration changes are recorded while handling an event and applied to epoll
+//! bounded `stray_rst` queue. Registration changes are recorded while handling an event and applied to epoll
 //! by [`Muxer::sync_epoll`] at its end; a closed stream is only closed after its fd left
 //! epoll, so an fd number is never reused while epoll still knows it.
 //!

@@ -125,6 +125,8 @@ pub enum ChainError {
     OutOfMemory,
     /// The chain holds fewer bytes than needed (a header, an event).
     TooShort,
+    /// The chain has more pieces than a queue has descriptors (an indirect table).
+    TooManyPieces,
 }
 
 impl std::fmt::Display for ChainError {
@@ -133,12 +135,15 @@ impl std::fmt::Display for ChainError {
             Self::WrongDirection => "descriptor in the wrong direction",
             Self::OutOfMemory => "descriptor outside guest memory",
             Self::TooShort => "chain too short",
+            Self::TooManyPieces => "chain with more pieces than the queue size",
         })
     }
 }
 
 /// Collect the pieces of `descs` into `out` (cleared first), all of them device-writable when
-/// `writable`, else all device-readable, each inside guest memory. Returns their total length.
+/// `writable`, else all device-readable, each inside guest memory, at most
+/// [`QUEUE_SIZE`](super::QUEUE_SIZE) of them (what one `readv`/`writev` takes). Returns their
+/// total length.
 ///
 /// # Errors
 /// [`ChainError`] when a piece breaks those rules or the total is shorter than `min_len`.
@@ -168,6 +173,9 @@ where
             return Err(ChainError::OutOfMemory);
         }
         if len > 0 {
+            if out.len() == usize::from(super::QUEUE_SIZE) {
+                return Err(ChainError::TooManyPieces);
+            }
             out.push((desc.addr(), len));
             total += u64::from(len);
         }

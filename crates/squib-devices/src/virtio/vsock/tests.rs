@@ -76,14 +76,24 @@ pub(crate) mod harness {
 
     impl Harness {
         pub fn new() -> Self {
+            Self::with_features(0)
+        }
+
+        /// A harness whose driver also accepted `acked` (VERSION_1 is always accepted).
+        pub fn with_features(acked: u64) -> Self {
             let dir = tempfile::tempdir().unwrap();
             let uds = dir.path().join("v.sock");
             let vsock = Vsock::new(GUEST_CID, uds.clone()).unwrap();
-            Self::activated(vsock, dir, uds)
+            Self::activated(vsock, dir, uds, acked)
         }
 
         /// Set up the queues of `vsock` as a driver would and activate it.
-        pub fn activated(mut vsock: Vsock, dir: tempfile::TempDir, uds: PathBuf) -> Self {
+        pub fn activated(
+            mut vsock: Vsock,
+            dir: tempfile::TempDir,
+            uds: PathBuf,
+            acked: u64,
+        ) -> Self {
             // Leaked so the queue builders can borrow it for the harness's whole life.
             let mem: &'static GuestMemoryMmap = Box::leak(Box::new(single_region_mem(MEM_SIZE)));
             let rxq = VirtQueue::new(mem, GuestAddress(0), QUEUE_SIZE);
@@ -92,7 +102,11 @@ pub(crate) mod harness {
             rxq.configure(&mut vsock.queues_mut()[RX_INDEX]);
             txq.configure(&mut vsock.queues_mut()[TX_INDEX]);
             evq.configure(&mut vsock.queues_mut()[EVQ_INDEX]);
-            vsock.set_acked_features(1 << features::VERSION_1);
+            vsock.set_acked_features(acked | (1 << features::VERSION_1));
+            let event_idx = vsock.acked_features() & (1 << features::RING_EVENT_IDX) != 0;
+            for q in vsock.queues_mut() {
+                virtio_queue::QueueT::set_event_idx(q, event_idx);
+            }
             let irq = Arc::new(VirtioInterrupt::new().unwrap());
             vsock.activate(mem.clone(), irq.clone()).unwrap();
             let dev = Arc::new(Mutex::new(vsock));

@@ -56,9 +56,10 @@ impl Vsock {
         }
     }
 
-    /// Deliver owed packets into rx chains (at most [`PACKET_BUDGET`]), interrupt once.
+    /// Deliver owed packets into rx chains (at most [`PACKET_BUDGET`]), interrupt once. Held
+    /// while a transport reset awaits the guest.
     pub fn process_rx(&mut self) {
-        let Some(mem) = self.mem.as_ref() else {
+        let Some(mem) = self.mem.as_ref().filter(|_| !self.rx_gated) else {
             return;
         };
         let mut budget = PACKET_BUDGET;

@@ -127,7 +127,7 @@ impl Muxer {
         self.timer_armed = true;
         if let Err(e) = self.timer.reset(Duration::from_millis(1), None) {
             self.metrics.muxer_event_fails.inc();
-            log::error!("vsock: cannot arm the deadline timer: {e}");
+            log::error!("vsock: cannot arm the timer to close dropped streams: {e}");
         }
     }
 }

@@ -33,7 +33,7 @@ pub struct RxPacket {
 }
 
 impl Muxer {
-    /// The listener is readable: accept host clients (at most [`ACCEPT_BUDGET`]).
+    /// The listener is readable: accept host clients (at most `ACCEPT_BUDGET`, 32).
     pub fn process_listener(&mut self) {
         for _ in 0..ACCEPT_BUDGET {
             let stream = match self.listener.accept() {

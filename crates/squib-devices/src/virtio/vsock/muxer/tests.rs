@@ -133,3 +133,26 @@ fn host_port_never_clashes_with_a_guest_connection_to_it() {
     assert_eq!(m.allocate_local_port(52), (1 << 30) + 1);
     drop(dir);
 }
+
+#[test]
+fn connecting_to_a_full_backlog_fails_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("never_accepts");
+    let _listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let mut held = Vec::new();
+    let start = Instant::now();
+    let err = loop {
+        match guest::connect_nonblocking(&path) {
+            Ok(stream) => held.push(stream),
+            Err(e) => break e,
+        }
+        assert!(held.len() < 100_000, "the backlog never filled");
+    };
+    assert_eq!(err.kind(), std::io::ErrorKind::WouldBlock, "{err}");
+    assert!(start.elapsed() < Duration::from_secs(5));
+    let long = dir.path().join("x".repeat(200));
+    assert_eq!(
+        guest::connect_nonblocking(&long).unwrap_err().kind(),
+        std::io::ErrorKind::InvalidInput
+    );
+}

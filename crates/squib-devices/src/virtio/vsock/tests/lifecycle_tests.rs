@@ -41,7 +41,7 @@ fn socket_is_bound_at_construction_and_unlinked_on_drop() {
     assert!(path.exists());
     // A client can connect before the device is activated or registered.
     let _client = UnixStream::connect(&path).unwrap();
-    assert_eq!(vsock.config_state().uds_path, path);
+    assert_eq!(vsock.state_snapshot().uds_path, path);
     drop(vsock);
     assert!(!path.exists());
     let again = Vsock::new(3, path.clone()).unwrap();
@@ -230,8 +230,19 @@ fn transport_reset_event_drops_connections() {
     h.pump_for(20);
     assert!(reads_eof(&mut stream));
     assert!(reads_eof(&mut client));
-    // The device keeps serving.
-    let _again = super::host_connect(&mut h, 52);
+    // Nothing reaches the guest until it handled the reset (refilled the event queue)...
+    let mut client = UnixStream::connect(&h.uds).unwrap();
+    client.write_all(b"CONNECT 52\n").unwrap();
+    h.pump();
+    assert!(h.exchange().is_empty());
+    h.evq.add_chain(&[(EVQ_BUF, 8, F_WRITE)]);
+    h.dev().queue_events()[crate::virtio::vsock::EVQ_INDEX]
+        .write(1)
+        .unwrap();
+    h.pump();
+    // ...then the device serves again.
+    assert_eq!(ops(&h.recv()), [op::REQUEST]);
+    let _again = super::host_connect(&mut h, 53);
 }
 
 #[test]
@@ -265,4 +276,32 @@ fn metrics_register_under_vsock() {
     let h = Harness::new();
     h.dev().register_metrics();
     assert!(squib_logger::metrics::unregister_group("vsock"));
+}
+
+#[test]
+fn before_activation_host_requests_expire_and_queue_kicks_are_ignored() {
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    use event_manager::{EventManager, SubscriberOps};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v.sock");
+    let mut vsock = Vsock::new(3, path.clone()).unwrap();
+    vsock.muxer_mut().set_timeout(Duration::from_millis(30));
+    let dev = Arc::new(Mutex::new(vsock));
+    let mut em: EventManager<Arc<Mutex<Vsock>>> = EventManager::new().unwrap();
+    em.add_subscriber(dev.clone());
+    let mut client = UnixStream::connect(&path).unwrap();
+    client.write_all(b"CONNECT 5\n").unwrap();
+    for index in [RX_INDEX, TX_INDEX, crate::virtio::vsock::EVQ_INDEX] {
+        dev.lock().unwrap().queue_events()[index].write(1).unwrap();
+    }
+    let end = Instant::now() + Duration::from_millis(150);
+    while Instant::now() < end {
+        em.run_with_timeout(5).unwrap();
+    }
+    assert_eq!(dev.lock().unwrap().muxer().conn_count(), 0);
+    assert!(reads_eof(&mut client));
+    assert_eq!(dev.lock().unwrap().metrics().conns_killed.count(), 1);
 }
