@@ -90,25 +90,34 @@ fn pattern(seed: u32, len: usize) -> Vec<u8> {
         .collect()
 }
 
-/// Sends `data` through the guest's echo server and returns what came back (written from a
-/// second thread, so credit-based flow control never deadlocks the two directions).
-fn echo_through_guest(uds: &Path, data: Vec<u8>) -> Vec<u8> {
+/// Sends `data` through the guest's echo server (written from a second thread, so
+/// credit-based flow control never deadlocks the two directions) and checks that exactly the
+/// same bytes came back; `Err` says what went wrong.
+fn echo_through_guest(uds: &Path, data: Vec<u8>) -> Result<(), String> {
     let stream = connect_to_guest(uds, GUEST_ECHO_PORT);
     let mut writer = stream.try_clone().expect("clone a stream");
     let len = data.len();
+    let expected = data.clone();
     let sender = thread::spawn(move || {
-        writer.write_all(&data).expect("write to the guest");
-        writer
-            .shutdown(std::net::Shutdown::Write)
-            .expect("half-close");
+        writer.write_all(&data)?;
+        writer.shutdown(std::net::Shutdown::Write)
     });
     let mut echoed = Vec::with_capacity(len);
     let mut reader = stream;
-    reader
-        .read_to_end(&mut echoed)
-        .expect("read the guest's echo");
-    sender.join().expect("the writer thread");
-    echoed
+    let read = reader.read_to_end(&mut echoed);
+    let written = sender.join().expect("the writer thread");
+    if let Err(e) = written {
+        return Err(format!("writing {len} bytes to the guest: {e}"));
+    }
+    read.map_err(|e| format!("reading the echo after {} bytes: {e}", echoed.len()))?;
+    match echoed.iter().zip(&expected).position(|(a, b)| a != b) {
+        Some(at) => Err(format!("the echo differs at byte {at} of {len}")),
+        None if echoed.len() != len => Err(format!(
+            "the echo ended after {} of {len} bytes",
+            echoed.len()
+        )),
+        None => Ok(()),
+    }
 }
 
 #[test]
@@ -182,27 +191,36 @@ fn vsock_and_entropy() {
     assert!(reset.contains("error=ECONNRESET"), "no listener: {reset}");
     squib.wait_for("SQUIB vsock done", STEP_TIMEOUT);
 
-    let big = pattern(0, BIG_TRANSFER_BYTES);
-    let echoed = echo_through_guest(&uds, big.clone());
-    assert!(
-        echoed == big,
-        "16 MiB through the guest's echo server came back different"
+    let started = std::time::Instant::now();
+    if let Err(e) = echo_through_guest(&uds, pattern(0, BIG_TRANSFER_BYTES)) {
+        panic!(
+            "16 MiB through the guest's echo server: {e}\n{}",
+            squib.report()
+        );
+    }
+    eprintln!(
+        "16 MiB host -> guest echo -> host in {:.1} s",
+        started.elapsed().as_secs_f64()
     );
 
     let workers: Vec<_> = (1..=PARALLEL_CONNECTIONS)
         .map(|seed| {
             let uds = uds.clone();
             thread::spawn(move || {
-                let data = pattern(u32::try_from(seed).unwrap_or(1), PARALLEL_BYTES);
-                echo_through_guest(&uds, data.clone()) == data
+                echo_through_guest(
+                    &uds,
+                    pattern(u32::try_from(seed).unwrap_or(1), PARALLEL_BYTES),
+                )
             })
         })
         .collect();
     for (i, worker) in workers.into_iter().enumerate() {
-        assert!(
-            worker.join().expect("a connection thread"),
-            "connection {i} of {PARALLEL_CONNECTIONS} came back different"
-        );
+        if let Err(e) = worker.join().expect("a connection thread") {
+            panic!(
+                "connection {i} of {PARALLEL_CONNECTIONS}: {e}\n{}",
+                squib.report()
+            );
+        }
     }
 
     let (status, reply) = api.put("/actions", &json!({"action_type": "FlushMetrics"}));

@@ -4,35 +4,18 @@
 //!
 //! Run: `cargo bench -p squib-devices --features test-utils --bench vsock`.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use event_manager::{EventManager, SubscriberOps};
+use squib_devices::alloc_counter::{thread_allocations, CountingAlloc};
 use squib_devices::virtio::test_utils::{single_region_mem, VirtQueue, F_WRITE};
 use squib_devices::virtio::vsock::packet::{op, VsockHeader, HDR_LEN, TYPE_STREAM};
 use squib_devices::virtio::vsock::{Vsock, CONN_BUF_ALLOC, HOST_CID, RX_INDEX, TX_INDEX};
 use squib_devices::virtio::{features, GuestMemoryMmap, VirtioDevice, VirtioInterrupt};
 use vm_memory::{Bytes, GuestAddress};
-
-struct CountingAlloc;
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: forwards every call unchanged to the system allocator; only counts.
-unsafe impl GlobalAlloc for CountingAlloc {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract, passed through as is.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` came from `System.alloc` with this `layout` (see `alloc`).
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
 
 #[global_allocator]
 static GLOBAL: CountingAlloc = CountingAlloc;
@@ -220,7 +203,7 @@ fn guest_to_host(size: usize) -> (f64, f64) {
     for _ in 0..200 {
         round(&mut g);
     }
-    let before = ALLOCS.load(Ordering::Relaxed);
+    let before = thread_allocations();
     let (start, mut packets, mut bytes) = (Instant::now(), 0u64, 0u64);
     while start.elapsed() < RUN {
         let (p, b) = round(&mut g);
@@ -228,7 +211,7 @@ fn guest_to_host(size: usize) -> (f64, f64) {
         bytes += b;
     }
     let secs = start.elapsed().as_secs_f64();
-    let allocs = (ALLOCS.load(Ordering::Relaxed) - before) as f64 / packets.max(1) as f64;
+    let allocs = (thread_allocations() - before) as f64 / packets.max(1) as f64;
     drop(g);
     let _ = reader.join();
     (bytes as f64 / secs / f64::from(1 << 20), allocs)
@@ -266,7 +249,7 @@ fn host_to_guest(size: u32) -> (f64, f64) {
     while start.elapsed() < Duration::from_millis(200) {
         round(&mut g);
     }
-    let before = ALLOCS.load(Ordering::Relaxed);
+    let before = thread_allocations();
     let (start, mut packets, mut bytes) = (Instant::now(), 0u64, 0u64);
     while start.elapsed() < RUN {
         let (p, b) = round(&mut g);
@@ -274,7 +257,7 @@ fn host_to_guest(size: u32) -> (f64, f64) {
         bytes += b;
     }
     let secs = start.elapsed().as_secs_f64();
-    let allocs = (ALLOCS.load(Ordering::Relaxed) - before) as f64 / packets.max(1) as f64;
+    let allocs = (thread_allocations() - before) as f64 / packets.max(1) as f64;
     drop(g);
     let _ = writer.join();
     (bytes as f64 / secs / f64::from(1 << 20), allocs)

@@ -1,4 +1,4 @@
-//! A counting global allocator, to prove hot paths do not touch the heap (STYLE.md §6).
+//! A counting global allocator, to prove hot paths do not touch the heap.
 //!
 //! [`CountingAlloc`] forwards to the system allocator and counts allocations (including
 //! `realloc`, which goes through `alloc`) **per thread**: test binaries run their tests on

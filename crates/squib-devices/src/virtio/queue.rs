@@ -6,7 +6,7 @@
 //! and an out-of-range head (`add_used`). A guest repeating one of them would write a line per
 //! attempt, past squib's rate limits. So squib never reaches those paths: the functions here
 //! validate first (or use the `try_` setters, which do not log) and return a reason, which the
-//! caller logs through a rate-limited call site (STYLE.md §8).
+//! caller logs through a rate-limited call site.
 
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{GuestAddress, GuestMemory, Permissions};

@@ -1,4 +1,4 @@
-//! Zero heap allocations on the vCPU exit path (STYLE.md §7): [`handle_exit`] for port-I/O
+//! Zero heap allocations on the vCPU exit path: [`handle_exit`] for port-I/O
 //! and MMIO exits, through the real buses to the serial port, the i8042 and a virtio-mmio
 //! transport, allocates nothing once warm. `VcpuExit` borrows its data, so the exits are
 //! built here without KVM.

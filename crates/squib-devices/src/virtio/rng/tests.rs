@@ -1,5 +1,5 @@
 //! Entropy device tests: a hand-driven virtqueue in real guest memory, the rate limiter's
-//! buckets and timer, the drain budget, and the hostile-guest chains of STYLE.md §6.
+//! buckets and timer, the drain budget, and hostile-guest chains.
 
 use std::sync::{Arc, Mutex};
 

@@ -1,5 +1,5 @@
 //! Zero heap allocations on the block hot path: after one warm-up drain, a queue drain of
-//! reads and writes allocates nothing (STYLE.md §7). Counted per thread by the crate's test
+//! reads and writes allocates nothing. Counted per thread by the crate's test
 //! allocator ([`crate::alloc_counter`]).
 
 use vm_memory::{Bytes, GuestAddress};

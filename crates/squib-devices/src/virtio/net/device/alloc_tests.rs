@@ -1,6 +1,6 @@
 //! Zero heap allocations on the net hot paths: after one warm-up drain, a tx drain (guest →
 //! TAP) and an rx drain (TAP → guest, with and without MRG_RXBUF) allocate nothing
-//! (STYLE.md §7). The TAP is the harness's datagram-socket double; counted per thread by
+//!. The TAP is the harness's datagram-socket double; counted per thread by
 //! the crate's test allocator ([`crate::alloc_counter`]).
 
 use vm_memory::{Bytes, GuestAddress};
