@@ -5,6 +5,7 @@
 //! A timeout cancels: the request is abandoned (`channel`'s module docs), so an action the
 //! VMM had not started never runs and the client gets the plain timeout message; an action
 //! the VMM had already started runs on, and the client is told its outcome is unknown.
+//! The body has [`BODY_READ_TIMEOUT`] to arrive.
 
 use squib_logger::metrics::METRICS;
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use bytes::Bytes;
 use http::header;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 
+use super::connection::BODY_READ_TIMEOUT;
 use super::response::{self, Flags};
 use crate::channel::{Abandon, ApiSender};
 use crate::error::RequestError;
@@ -40,7 +42,13 @@ fn error_response(e: &RequestError, flags: Flags) -> Response {
 }
 
 async fn read_body(body: Body, limit: usize) -> Result<Bytes, RequestError> {
-    match Limited::new(body, limit).collect().await {
+    let collect = tokio::time::timeout(BODY_READ_TIMEOUT, Limited::new(body, limit).collect());
+    let Ok(collected) = collect.await else {
+        return Err(RequestError::BodyTimeout {
+            secs: BODY_READ_TIMEOUT.as_secs(),
+        });
+    };
+    match collected {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
             Err(RequestError::PayloadTooLarge {

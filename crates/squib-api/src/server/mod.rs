@@ -9,6 +9,8 @@ mod handler;
 mod http10;
 mod response;
 
+pub use connection::{BODY_READ_TIMEOUT, HEADER_READ_TIMEOUT, MAX_CONNECTIONS, WRITE_TIMEOUT};
+
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
