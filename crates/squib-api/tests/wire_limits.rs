@@ -249,3 +249,113 @@ fn a_client_that_never_reads_its_responses_is_cut_off() {
     writer.join().unwrap();
     assert_eq!(server.get("/").status, 200);
 }
+
+#[test]
+fn rate_limiters_whose_refill_time_cannot_work_are_refused_naming_the_field() {
+    let server = TestServer::start();
+    let max = squib_api::schemas::rate_limiter::MAX_REFILL_TIME_MS;
+    let too_long = max + 1;
+    let bucket = |refill: u64| format!(r#"{{"size":1048576,"refill_time":{refill}}}"#);
+    let limiter = |refill: u64| format!(r#"{{"bandwidth":{}}}"#, bucket(refill));
+    let why = |field: &str| {
+        format!(
+            "The {field} of {too_long} ms is too large: the refill time in nanoseconds must fit \
+             in 64 bits (at most {max} ms)."
+        )
+    };
+    let routes = |refill: u64| {
+        [
+            (
+                "PUT",
+                "/drives/rootfs".to_owned(),
+                format!(
+                    r#"{{"drive_id":"rootfs","path_on_host":"/r","is_root_device":true,"rate_limiter":{}}}"#,
+                    limiter(refill)
+                ),
+                "Drive config error",
+                "rate_limiter.bandwidth.refill_time",
+            ),
+            (
+                "PATCH",
+                "/drives/rootfs".to_owned(),
+                format!(
+                    r#"{{"drive_id":"rootfs","rate_limiter":{}}}"#,
+                    limiter(refill)
+                ),
+                "Drive update error",
+                "rate_limiter.bandwidth.refill_time",
+            ),
+            (
+                "PUT",
+                "/network-interfaces/eth0".to_owned(),
+                format!(
+                    r#"{{"iface_id":"eth0","host_dev_name":"tap0","tx_rate_limiter":{}}}"#,
+                    limiter(refill)
+                ),
+                "Network interface error",
+                "tx_rate_limiter.bandwidth.refill_time",
+            ),
+            (
+                "PATCH",
+                "/network-interfaces/eth0".to_owned(),
+                format!(
+                    r#"{{"iface_id":"eth0","rx_rate_limiter":{{"ops":{}}}}}"#,
+                    bucket(refill)
+                ),
+                "Network interface update error",
+                "rx_rate_limiter.ops.refill_time",
+            ),
+            (
+                "PUT",
+                "/pmem/pm0".to_owned(),
+                format!(
+                    r#"{{"id":"pm0","path_on_host":"/p","rate_limiter":{}}}"#,
+                    limiter(refill)
+                ),
+                "Pmem config error",
+                "rate_limiter.bandwidth.refill_time",
+            ),
+            (
+                "PUT",
+                "/entropy".to_owned(),
+                format!(r#"{{"rate_limiter":{}}}"#, limiter(refill)),
+                "Entropy device error",
+                "rate_limiter.bandwidth.refill_time",
+            ),
+            (
+                "PUT",
+                "/serial".to_owned(),
+                format!(
+                    r#"{{"serial_out_path":"/s","rate_limiter":{}}}"#,
+                    bucket(refill)
+                ),
+                "Serial config error",
+                "rate_limiter.refill_time",
+            ),
+        ]
+    };
+    for (method, path, body, prefix, field) in routes(too_long) {
+        let r = server.conn().request(method, &path, &body);
+        assert_eq!(r.status, 400, "{method} {path}: {}", r.body);
+        assert_eq!(
+            r.fault(),
+            format!("{prefix}: {}", why(field)),
+            "{method} {path}"
+        );
+    }
+    assert!(
+        server.actions().is_empty(),
+        "refused limiters must not reach the VMM: {:?}",
+        server.actions()
+    );
+    // The largest refill time that works passes the API on every route.
+    for (method, path, body, _, _) in routes(max) {
+        let r = server.conn().request(method, &path, &body);
+        assert!(
+            !r.body.contains("refill_time"),
+            "{method} {path}: {}",
+            r.body
+        );
+    }
+    assert_eq!(server.actions().len(), 7, "{:?}", server.actions());
+}
