@@ -359,3 +359,26 @@ fn rate_limiters_whose_refill_time_cannot_work_are_refused_naming_the_field() {
     }
     assert_eq!(server.actions().len(), 7, "{:?}", server.actions());
 }
+
+#[test]
+fn an_action_whose_client_disconnected_while_queued_never_runs() {
+    let server = ClaimingServer::start();
+    let path = server.path.clone();
+    let busy = std::thread::spawn(move || Conn::open(&path).request("PUT", "/entropy", "{}"));
+    std::thread::sleep(Duration::from_millis(300));
+    let mut gone = Conn::open(&server.path);
+    let body = r#"{"guest_cid":3,"uds_path":"/v"}"#;
+    gone.send_raw(
+        format!(
+            "PUT /vsock HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    drop(gone);
+    busy.join().unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(*server.ran.lock().unwrap(), ["PUT /entropy"]);
+    assert_eq!(*server.skipped.lock().unwrap(), 1);
+}
