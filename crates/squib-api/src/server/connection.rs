@@ -248,7 +248,8 @@ async fn take_slot(
 
 /// Answer a connection past the limit and close it, keeping nothing.
 fn refuse(stream: &UnixStream) {
-    log::warn!(
+    // Clients can trigger this as fast as they connect: rate-limited.
+    squib_logger::warn_rate_limited!(
         "API server connection limit ({MAX_CONNECTIONS}) reached with every connection busy; \
          refusing a new connection"
     );
