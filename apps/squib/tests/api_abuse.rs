@@ -372,3 +372,78 @@ fn log_and_metrics_paths_take_fifos_and_devices_and_refuse_directories() {
     );
     assert_eq!(squib.api().get("/").0, 200);
 }
+
+/// Sets squib's open-file limit (soft and hard) with util-linux `prlimit`.
+fn limit_fds(pid: u32, limit: usize) {
+    let status = Command::new("prlimit")
+        .arg(format!("--pid={pid}"))
+        .arg(format!("--nofile={limit}:{limit}"))
+        .status()
+        .expect("run prlimit");
+    assert!(status.success(), "prlimit --pid={pid} --nofile={limit}");
+}
+
+/// User plus system CPU time of squib's `fc_api` thread, in clock ticks.
+fn api_thread_ticks(pid: u32) -> u64 {
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let task = task.unwrap().path();
+        let comm = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
+        if comm.trim() == "fc_api" {
+            let stat = std::fs::read_to_string(task.join("stat")).unwrap();
+            let fields: Vec<&str> = stat
+                .rsplit(')')
+                .next()
+                .unwrap()
+                .split_whitespace()
+                .collect();
+            // Fields 14 and 15 of stat; `fields` starts at field 3.
+            return fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        }
+    }
+    panic!("squib has no fc_api thread");
+}
+
+#[test]
+fn out_of_file_descriptors_the_api_backs_off_and_still_lets_a_fresh_client_in() {
+    let squib = Squib::with_api("abuse-emfile", &[]);
+    let sock = socket_of(&squib);
+    let pid = squib.pid();
+    let limit = fd_count(pid) + 8;
+    limit_fds(pid, limit);
+    // Idle connections past the limit: accept fails with EMFILE.
+    let idle: Vec<UnixStream> = (0..32)
+        .map(|_| UnixStream::connect(&sock).unwrap())
+        .collect();
+    thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    assert_eq!(fresh_get(&sock).as_deref(), Some("HTTP/1.1 200"));
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "a fresh client waited {:?} while squib was out of fds",
+        started.elapsed()
+    );
+    assert!(fd_count(pid) <= limit);
+    drop(idle);
+
+    // Out of fds with every connection busy: nothing to free, so accept keeps failing. It
+    // must back off (little CPU) and log once, not once per attempt.
+    let busy: Vec<UnixStream> = (0..16)
+        .map(|_| {
+            let mut s = UnixStream::connect(&sock).unwrap();
+            s.write_all(b"GET / HTTP/1.1\r\n").unwrap();
+            s
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(500));
+    let lines_before = squib.line_count();
+    let ticks_before = api_thread_ticks(pid);
+    thread::sleep(Duration::from_secs(3));
+    let ticks = api_thread_ticks(pid) - ticks_before;
+    let failures = squib.lines()[lines_before..]
+        .iter()
+        .filter(|l| l.contains("failed to accept a connection"))
+        .count();
+    assert!(ticks < 30, "fc_api used {ticks} ticks in 3 s out of fds");
+    assert!(failures <= 1, "{failures} accept failures logged in 3 s");
+    drop(busy);
+}

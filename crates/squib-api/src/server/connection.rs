@@ -16,8 +16,10 @@
 //!   its own task waits.
 //! - **`accept` failures** (out of file descriptors: `EMFILE`, `ENFILE`) back off
 //!   exponentially from [`ACCEPT_BACKOFF_MIN`] to [`ACCEPT_BACKOFF_MAX`] instead of spinning
-//!   on the pending connection, and log once per streak. With the cap, the API holds at most
-//!   `MAX_CONNECTIONS + 1` descriptors, so it cannot starve the VMM's own.
+//!   on the pending connection, and log once per streak; out of descriptors, the oldest idle
+//!   connection is also closed, so a fresh client gets in even when the process's limit is
+//!   low. With the cap, the API holds at most `MAX_CONNECTIONS + 1` descriptors, so it cannot
+//!   starve the VMM's own.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -195,6 +197,10 @@ pub(crate) async fn serve(listener: StdUnixListener, state: Arc<ServerState>) {
                 stream
             }
             Err(e) => {
+                if out_of_fds(&e) {
+                    // Our own idle connections may be what fills the table: free one.
+                    connections.evict_oldest_idle();
+                }
                 backoff.wait(&e).await;
                 continue;
             }
@@ -226,6 +232,14 @@ pub(crate) async fn serve(listener: StdUnixListener, state: Arc<ServerState>) {
             drop(slot);
         });
     }
+}
+
+/// `accept` failed for want of a file descriptor (`EMFILE` process-wide, `ENFILE`
+/// system-wide).
+fn out_of_fds(error: &std::io::Error) -> bool {
+    const EMFILE: i32 = 24;
+    const ENFILE: i32 = 23;
+    matches!(error.raw_os_error(), Some(EMFILE | ENFILE))
 }
 
 /// A connection slot: a free one, or the slot of the oldest idle connection, which is told
