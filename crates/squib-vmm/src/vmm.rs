@@ -1,5 +1,12 @@
 //! The VMM: owns the resource store, the running microVM (after `InstanceStart`) and the event
 //! loop on the main thread, and decides when the process exits.
+//!
+//! API requests are served one at a time, in order, on this thread. A request whose requester
+//! has gone (its API timeout fired, or its client disconnected, while it waited in the queue)
+//! is skipped with a warning (`Skipped API request <label>: ...`) and counted
+//! ([`Vmm::skipped_api_requests`]), never run late; once the VMM has claimed a request it
+//! runs to completion, and a requester that times out meanwhile is told the outcome is
+//! unknown. See `squib_api::channel`.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
