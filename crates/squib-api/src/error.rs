@@ -69,11 +69,28 @@ pub enum RequestError {
     /// An MMDS body over `--mmds-size-limit`.
     #[error("MMDS limit exceeded error: The MMDS patch request doesn't fit.")]
     MmdsTooLarge,
-    /// The VMM did not answer in time.
+    /// The VMM did not start the action in time; it was cancelled and will not run.
     #[error("Timed out after {secs} s waiting for the VMM to complete {label}.")]
     Timeout {
         /// The action.
         label: &'static str,
+        /// Seconds waited.
+        secs: u64,
+    },
+    /// The VMM started the action but did not finish it in time; it runs on.
+    #[error(
+        "Timed out after {secs} s waiting for the VMM to complete {label}. \
+         The action was already running and may still take effect: its outcome is unknown."
+    )]
+    TimeoutOutcomeUnknown {
+        /// The action.
+        label: &'static str,
+        /// Seconds waited.
+        secs: u64,
+    },
+    /// The request body did not arrive in time.
+    #[error("Timed out after {secs} s reading the request body.")]
+    BodyTimeout {
         /// Seconds waited.
         secs: u64,
     },
@@ -83,11 +100,13 @@ pub enum RequestError {
 }
 
 impl RequestError {
-    /// The HTTP status: 413 for MMDS size, 400 for everything else.
+    /// The HTTP status: 413 for MMDS size, 408 for a body too slow to arrive, 400 for
+    /// everything else.
     #[must_use]
     pub fn status(&self) -> u16 {
         match self {
             Self::MmdsTooLarge => 413,
+            Self::BodyTimeout { .. } => 408,
             _ => 400,
         }
     }
@@ -135,5 +154,25 @@ mod tests {
             source: SchemaError::InvalidMemorySize,
         };
         assert_eq!(e.to_string(), "Machine config error: The memory size (MiB) is either 0, or not a multiple of the configured page size.");
+    }
+
+    #[test]
+    fn timeout_messages_say_whether_the_action_may_still_run() {
+        let label = "InstanceStart";
+        assert_eq!(
+            RequestError::Timeout { label, secs: 30 }.to_string(),
+            "Timed out after 30 s waiting for the VMM to complete InstanceStart."
+        );
+        assert_eq!(
+            RequestError::TimeoutOutcomeUnknown { label, secs: 30 }.to_string(),
+            "Timed out after 30 s waiting for the VMM to complete InstanceStart. The action was \
+             already running and may still take effect: its outcome is unknown."
+        );
+        let e = RequestError::BodyTimeout { secs: 10 };
+        assert_eq!(
+            e.to_string(),
+            "Timed out after 10 s reading the request body."
+        );
+        assert_eq!(e.status(), 408);
     }
 }

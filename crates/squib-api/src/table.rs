@@ -131,7 +131,7 @@ macro_rules! for_each_api_action {
                 spec(PostBootOnly, Config, None, "Balloon update error");
             /// `PUT /entropy`.
             PutEntropy(config: EntropyConfig) => put_entropy:
-                PUT "/entropy", parse::json,
+                PUT "/entropy", parse::validated::<entropy::RawEntropy, _>,
                 spec(PreBootOnly, Config, None, "Entropy device error");
             /// `PUT /serial`: where the guest console goes.
             PutSerial(config: SerialConfig) => put_serial:

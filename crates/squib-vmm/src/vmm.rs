@@ -1,5 +1,12 @@
 //! The VMM: owns the resource store, the running microVM (after `InstanceStart`) and the event
 //! loop on the main thread, and decides when the process exits.
+//!
+//! API requests are served one at a time, in order, on this thread. A request whose requester
+//! has gone (its API timeout fired, or its client disconnected, while it waited in the queue)
+//! is skipped with a warning (`Skipped API request <label>: ...`) and counted
+//! ([`Vmm::skipped_api_requests`]), never run late; once the VMM has claimed a request it
+//! runs to completion, and a requester that times out meanwhile is told the outcome is
+//! unknown. See `squib_api::channel`.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -148,9 +155,15 @@ impl Vmm {
     }
 
     /// Answer every queued API request, one at a time.
-    fn serve_api(&mut self) {
-        while let Some(request) = self.api.as_mut().and_then(ApiReceiver::try_recv) {
-            let (action, reply) = request.into_parts();
+    ///
+    /// A request whose requester has gone (its API timeout fired or its client disconnected
+    /// while it waited in the queue) is skipped, logged and counted, never run: the API
+    /// thread has already told the client it timed out, and a late `InstanceStart` must not
+    /// boot a VM nobody waits for. A request is claimed right before it runs; from then on
+    /// the requester cannot cancel it, and a timeout reports an unknown outcome
+    /// (`squib_api::channel`'s module docs).
+    pub(crate) fn serve_api(&mut self) {
+        while let Some((action, reply)) = self.api.as_mut().and_then(ApiReceiver::next_claimed) {
             let spec = action.spec();
             let response = self.handle_action(action);
             spec.count(&response);
@@ -159,6 +172,11 @@ impl Vmm {
                 return;
             }
         }
+    }
+
+    /// How many abandoned API requests were skipped (never run).
+    pub fn skipped_api_requests(&self) -> u64 {
+        self.api.as_ref().map_or(0, ApiReceiver::skipped)
     }
 
     /// Mark the VM as running and let `GET /` see it.

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::error::SchemaError;
 use super::ids::DriveId;
 use super::paths::{opt_host_path, socket_path};
-use super::rate_limiter::RateLimiterConfig;
+use super::rate_limiter::{check_limiter, RateLimiterConfig};
 use crate::routes::parse::BodyId;
 
 /// Host page cache policy.
@@ -96,7 +96,7 @@ impl TryFrom<RawDrive> for DriveConfig {
             cache_type: raw.cache_type,
             is_read_only: raw.is_read_only.unwrap_or(false),
             path_on_host: opt_host_path("path_on_host", raw.path_on_host)?,
-            rate_limiter: raw.rate_limiter,
+            rate_limiter: check_limiter("rate_limiter", raw.rate_limiter)?,
             io_engine: raw.io_engine.unwrap_or_default(),
             socket: raw.socket.map(|s| socket_path("socket", s)).transpose()?,
         })
@@ -132,7 +132,7 @@ impl TryFrom<RawDrivePatch> for DrivePatch {
         Ok(Self {
             drive_id: DriveId::try_from(raw.drive_id)?,
             path_on_host: opt_host_path("path_on_host", raw.path_on_host)?,
-            rate_limiter: raw.rate_limiter,
+            rate_limiter: check_limiter("rate_limiter", raw.rate_limiter)?,
         })
     }
 }

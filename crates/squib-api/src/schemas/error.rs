@@ -91,6 +91,15 @@ pub enum SchemaError {
     /// Snapshot load with both memory backends.
     #[error("too many fields: either `mem_backend` or `mem_file_path` exclusively is required.")]
     SnapshotMemBackendTooMany,
+    /// A token bucket's refill time whose nanoseconds overflow a u64 (Firecracker then
+    /// silently builds no bucket).
+    #[error("The {field} of {value} ms is too large: the refill time in nanoseconds must fit in 64 bits (at most {max} ms).", max = super::rate_limiter::MAX_REFILL_TIME_MS)]
+    RefillTimeTooLarge {
+        /// The JSON path (`rate_limiter.bandwidth.refill_time`).
+        field: String,
+        /// What was given.
+        value: u64,
+    },
     /// A PATCH body that changes nothing.
     #[error("Empty PATCH request.")]
     EmptyPatch,

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::SchemaError;
 use super::ids::{IfaceId, MacAddr};
-use super::rate_limiter::RateLimiterConfig;
+use super::rate_limiter::{check_limiter, RateLimiterConfig};
 use crate::error::RequestError;
 use crate::routes::parse::BodyId;
 
@@ -64,8 +64,8 @@ impl TryFrom<RawNetworkInterface> for NetworkInterfaceConfig {
             iface_id,
             host_dev_name: raw.host_dev_name,
             guest_mac: raw.guest_mac.as_deref().map(str::parse).transpose()?,
-            rx_rate_limiter: raw.rx_rate_limiter,
-            tx_rate_limiter: raw.tx_rate_limiter,
+            rx_rate_limiter: check_limiter("rx_rate_limiter", raw.rx_rate_limiter)?,
+            tx_rate_limiter: check_limiter("tx_rate_limiter", raw.tx_rate_limiter)?,
             mtu: raw.mtu,
         })
     }
@@ -99,8 +99,8 @@ impl TryFrom<RawNetworkPatch> for NetworkPatch {
     fn try_from(raw: RawNetworkPatch) -> Result<Self, SchemaError> {
         Ok(Self {
             iface_id: IfaceId::try_from(raw.iface_id)?,
-            rx_rate_limiter: raw.rx_rate_limiter,
-            tx_rate_limiter: raw.tx_rate_limiter,
+            rx_rate_limiter: check_limiter("rx_rate_limiter", raw.rx_rate_limiter)?,
+            tx_rate_limiter: check_limiter("tx_rate_limiter", raw.tx_rate_limiter)?,
         })
     }
 }

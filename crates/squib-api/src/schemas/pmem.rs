@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::error::SchemaError;
 use super::ids::DriveId;
 use super::paths::host_path;
-use super::rate_limiter::RateLimiterConfig;
+use super::rate_limiter::{check_limiter, RateLimiterConfig};
 use crate::routes::parse::BodyId;
 
 /// `PUT /pmem/{id}` body.
@@ -48,7 +48,7 @@ impl TryFrom<RawPmem> for PmemConfig {
             path_on_host: host_path("path_on_host", raw.path_on_host)?,
             root_device: raw.root_device,
             read_only: raw.read_only,
-            rate_limiter: raw.rate_limiter,
+            rate_limiter: check_limiter("rate_limiter", raw.rate_limiter)?,
         })
     }
 }
@@ -77,7 +77,7 @@ impl TryFrom<RawPmemPatch> for PmemPatch {
     fn try_from(raw: RawPmemPatch) -> Result<Self, SchemaError> {
         Ok(Self {
             id: DriveId::try_from(raw.id)?,
-            rate_limiter: raw.rate_limiter,
+            rate_limiter: check_limiter("rate_limiter", raw.rate_limiter)?,
         })
     }
 }

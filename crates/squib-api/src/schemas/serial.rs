@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::SchemaError;
 use super::paths::opt_host_path;
-use super::rate_limiter::TokenBucketConfig;
+use super::rate_limiter::{check_bucket, TokenBucketConfig};
 
 /// `PUT /serial` body.
 #[derive(Debug, Deserialize)]
@@ -33,7 +33,7 @@ impl TryFrom<RawSerial> for SerialConfig {
     fn try_from(raw: RawSerial) -> Result<Self, SchemaError> {
         Ok(Self {
             serial_out_path: opt_host_path("serial_out_path", raw.serial_out_path)?,
-            rate_limiter: raw.rate_limiter,
+            rate_limiter: check_bucket("rate_limiter", raw.rate_limiter)?,
         })
     }
 }

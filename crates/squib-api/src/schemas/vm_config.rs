@@ -10,7 +10,7 @@ use super::balloon::{BalloonConfig, RawBalloon};
 use super::boot_source::{BootSourceConfig, RawBootSource};
 use super::cpu_config::{CpuConfig, RawCpuConfig};
 use super::drive::{DriveConfig, RawDrive};
-use super::entropy::EntropyConfig;
+use super::entropy::{EntropyConfig, RawEntropy};
 use super::error::SchemaError;
 use super::hotplug_memory::{HotplugMemoryConfig, RawHotplugMemory};
 use super::logger::{LoggerConfig, RawLogger};
@@ -64,7 +64,7 @@ struct RawVmConfig {
     #[serde(default)]
     vsock: Option<RawVsock>,
     #[serde(default)]
-    entropy: Option<EntropyConfig>,
+    entropy: Option<RawEntropy>,
     #[serde(default)]
     pmem: Vec<RawPmem>,
     #[serde(rename = "memory-hotplug", default)]
@@ -167,7 +167,7 @@ impl VmConfig {
             mmds_config: opt_section("mmds-config", raw.mmds_config)?,
             network_interfaces: sections("network-interfaces", raw.network_interfaces)?,
             vsock: opt_section("vsock", raw.vsock)?,
-            entropy: raw.entropy,
+            entropy: opt_section("entropy", raw.entropy)?,
             pmem: sections("pmem", raw.pmem)?,
             memory_hotplug: opt_section("memory-hotplug", raw.memory_hotplug)?,
         })

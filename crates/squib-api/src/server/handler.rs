@@ -1,6 +1,11 @@
 //! The one request handler: read the body within the payload limit, parse the route, answer
 //! `GET /` and `GET /version` locally, otherwise send the action to the VMM and wait with the
 //! action class's timeout.
+//!
+//! A timeout cancels: the request is abandoned (`channel`'s module docs), so an action the
+//! VMM had not started never runs and the client gets the plain timeout message; an action
+//! the VMM had already started runs on, and the client is told its outcome is unknown.
+//! The body has [`BODY_READ_TIMEOUT`] to arrive.
 
 use squib_logger::metrics::METRICS;
 use std::sync::Arc;
@@ -13,8 +18,9 @@ use bytes::Bytes;
 use http::header;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 
+use super::connection::BODY_READ_TIMEOUT;
 use super::response::{self, Flags};
-use crate::channel::ApiSender;
+use crate::channel::{Abandon, ApiSender};
 use crate::error::RequestError;
 use crate::mirror::StateMirror;
 use crate::routes::{parse_request, Parsed};
@@ -36,7 +42,13 @@ fn error_response(e: &RequestError, flags: Flags) -> Response {
 }
 
 async fn read_body(body: Body, limit: usize) -> Result<Bytes, RequestError> {
-    match Limited::new(body, limit).collect().await {
+    let collect = tokio::time::timeout(BODY_READ_TIMEOUT, Limited::new(body, limit).collect());
+    let Ok(collected) = collect.await else {
+        return Err(RequestError::BodyTimeout {
+            secs: BODY_READ_TIMEOUT.as_secs(),
+        });
+    };
+    match collected {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
             Err(RequestError::PayloadTooLarge {
@@ -138,21 +150,39 @@ async fn respond(state: &ServerState, method: &str, path: &str, body: &[u8]) -> 
         close: false,
     };
     let spec = action.spec();
-    let timeout = spec.class.timeout();
-    let call = async {
-        let pending = state.sender.lock().await.send(action).await?;
-        pending.wait().await
-    };
-    match tokio::time::timeout(timeout, call).await {
-        Ok(Ok(reply)) => response::from_api(&reply, flags),
-        Ok(Err(e)) => error_response(&RequestError::Channel(e), flags),
-        Err(_) => {
-            let e = RequestError::Timeout {
-                label: spec.label,
-                secs: timeout.as_secs(),
-            };
+    match call_vmm(state, action, spec.class.timeout()).await {
+        Ok(reply) => response::from_api(&reply, flags),
+        Err(e @ RequestError::Channel(_)) => error_response(&e, flags),
+        Err(e) => {
             log::error!("{e}");
             error_response(&e, flags)
         }
+    }
+}
+
+/// Send `action` and wait for the VMM's answer, `timeout` in all (waiting for room in the
+/// queue included). On timeout the request is abandoned: if the VMM had not started it, it
+/// never will ([`RequestError::Timeout`]); if it had, it runs on and the answer says the
+/// outcome is unknown ([`RequestError::TimeoutOutcomeUnknown`]).
+async fn call_vmm(
+    state: &ServerState,
+    action: crate::action::ApiAction,
+    timeout: std::time::Duration,
+) -> Result<crate::action::ApiResponse, RequestError> {
+    let label = action.spec().label;
+    let secs = timeout.as_secs();
+    let deadline = tokio::time::Instant::now() + timeout;
+    let send = async { state.sender.lock().await.send(action).await };
+    let mut pending = match tokio::time::timeout_at(deadline, send).await {
+        Ok(sent) => sent?,
+        // Never queued: nothing will run.
+        Err(_) => return Err(RequestError::Timeout { label, secs }),
+    };
+    match tokio::time::timeout_at(deadline, pending.wait()).await {
+        Ok(reply) => Ok(reply?),
+        Err(_) => Err(match pending.abandon() {
+            Abandon::NotStarted => RequestError::Timeout { label, secs },
+            Abandon::Started => RequestError::TimeoutOutcomeUnknown { label, secs },
+        }),
     }
 }

@@ -3,11 +3,19 @@
 //!
 //! [`ApiServer::bind`] is synchronous so the binary can exit with Firecracker's message when
 //! the socket path is taken; [`ApiServer::spawn`] starts the thread.
+//!
+//! No client can stall, crash or flood it: connections are capped at [`MAX_CONNECTIONS`]
+//! (idle ones make room for newcomers, the rest get a 503), heads, bodies and response writes
+//! are timed ([`HEADER_READ_TIMEOUT`], [`BODY_READ_TIMEOUT`], [`WRITE_TIMEOUT`]), `accept`
+//! failures back off, and an action whose requester timed out or disconnected before the
+//! VMM started it never runs (see `connection` and [`crate::channel`]).
 
 mod connection;
 mod handler;
 mod http10;
 mod response;
+
+pub use connection::{BODY_READ_TIMEOUT, HEADER_READ_TIMEOUT, MAX_CONNECTIONS, WRITE_TIMEOUT};
 
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;

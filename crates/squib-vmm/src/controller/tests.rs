@@ -354,3 +354,63 @@ fn patch_network_is_post_boot_only() {
     let message = fault_of(vmm.handle_action(ApiAction::PatchNetwork(patch)));
     assert_eq!(message, NOT_SUPPORTED_BEFORE_START);
 }
+
+/// Polls `future` once: enough for a send into a channel with room.
+fn poll_once<F: std::future::Future>(future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match future.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(output) => output,
+        std::task::Poll::Pending => panic!("the future was not ready at once"),
+    }
+}
+
+/// A VMM serving a real API channel, and the channel's sending end.
+fn vmm_with_api() -> (Vmm, squib_api::channel::ApiSender) {
+    let (control, flags) = ControlEvents::new().unwrap();
+    let mirror = Arc::new(StateMirror::new("test".into()));
+    let wake = vmm_sys_util::eventfd::EventFd::new(vmm_sys_util::eventfd::EFD_NONBLOCK).unwrap();
+    let (tx, rx) = squib_api::channel::api_channel(4, wake);
+    let options = VmmOptions {
+        boot_timer: false,
+        mmds_size_limit: 64,
+    };
+    (
+        Vmm::new(options, mirror, control, flags, Some(rx)).unwrap(),
+        tx,
+    )
+}
+
+fn machine(vcpu_count: u8) -> ApiAction {
+    ApiAction::PutMachineConfig(MachineConfig {
+        vcpu_count,
+        mem_size_mib: 256,
+        ..MachineConfig::default()
+    })
+}
+
+fn vcpus(vmm: &mut Vmm) -> serde_json::Value {
+    match vmm.handle_action(ApiAction::GetMachineConfig) {
+        ApiResponse::Json(got) => got["vcpu_count"].clone(),
+        other => panic!("GET /machine-config answered {other:?}"),
+    }
+}
+
+#[test]
+fn an_action_whose_requester_gave_up_is_skipped_not_run() {
+    let (mut vmm, mut tx) = vmm_with_api();
+    let mut live = poll_once(tx.send(machine(3))).unwrap();
+    // The requester's timeout fired (or its client went away) while the action was queued.
+    let abandoned = poll_once(tx.send(machine(2))).unwrap();
+    drop(abandoned);
+    vmm.serve_api();
+    assert_eq!(vcpus(&mut vmm), 3, "only the live request may run");
+    assert_eq!(vmm.skipped_api_requests(), 1);
+    assert_eq!(poll_once(live.wait()).unwrap(), ApiResponse::NoContent);
+    // Abandoning after the fact is harmless: the receiver is gone too.
+    let gone = poll_once(tx.send(machine(4))).unwrap();
+    assert_eq!(gone.abandon(), squib_api::channel::Abandon::NotStarted);
+    vmm.serve_api();
+    assert_eq!(vcpus(&mut vmm), 3);
+    assert_eq!(vmm.skipped_api_requests(), 2);
+}
