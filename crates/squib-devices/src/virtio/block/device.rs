@@ -56,6 +56,15 @@ impl Block {
     /// [`BlockError`] when the file cannot be opened or measured, or an fd cannot be created.
     pub fn new(cfg: BlockConfig) -> Result<Self, BlockError> {
         let disk = DiskFile::open(&cfg.path, cfg.read_only)?;
+        Self::with_disk(cfg, disk)
+    }
+
+    /// Build the device over an already open `disk` (`cfg.path` is not opened; tests put a
+    /// fault-injecting [`super::disk::DiskIo`] behind `disk`).
+    ///
+    /// # Errors
+    /// [`BlockError::EventFd`] when an fd cannot be created.
+    pub fn with_disk(cfg: BlockConfig, disk: DiskFile) -> Result<Self, BlockError> {
         let rate_limiter = match cfg.rate_limiter {
             Some(rl) => rl,
             None => RateLimiter::unlimited().map_err(BlockError::EventFd)?,
@@ -70,7 +79,7 @@ impl Block {
         if cfg.cache == CacheMode::Writeback {
             avail_features |= 1 << blk::FLUSH;
         }
-        if !cfg.read_only && disk.is_regular_file() {
+        if !cfg.read_only && disk.supports_punch_hole() {
             avail_features |= (1 << blk::DISCARD) | (1 << blk::WRITE_ZEROES);
         }
         Ok(Self {
@@ -413,6 +422,8 @@ impl VirtioDevice for Block {
 mod alloc_tests;
 #[cfg(test)]
 mod budget_tests;
+#[cfg(test)]
+mod fault_tests;
 #[cfg(test)]
 mod log_flood_tests;
 #[cfg(test)]

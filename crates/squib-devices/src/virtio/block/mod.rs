@@ -18,6 +18,8 @@ pub mod disk;
 pub mod event_handler;
 pub mod metrics;
 pub mod request;
+#[cfg(test)]
+pub(crate) mod test_utils;
 
 use std::path::PathBuf;
 
