@@ -129,6 +129,7 @@ impl Block {
         let disk = DiskFile::open(path, self.read_only).inspect_err(|_| {
             self.metrics.update_fails.inc();
         })?;
+        self.sync_writeback("before switching files");
         self.disk = disk;
         self.metrics.update_count.inc();
         if let Some(interrupt) = &self.interrupt {
@@ -187,7 +188,6 @@ impl Block {
                 mem,
                 disk: &self.disk,
                 drive_id: &self.drive_id,
-                cache: self.cache,
                 read_only: self.read_only,
             },
             segs: &mut self.segs,
@@ -248,6 +248,21 @@ impl Block {
             if let Err(e) = interrupt.signal_used_queue() {
                 log::error!("block {}: cannot signal used queue: {e}", self.drive_id);
             }
+        }
+    }
+
+    /// In [`CacheMode::Writeback`], `fdatasync` what the guest wrote before the disk is let go
+    /// (device drop, file swap): writes the guest never flushed still reach stable storage.
+    fn sync_writeback(&self, when: &str) {
+        if self.cache != CacheMode::Writeback || self.read_only {
+            return;
+        }
+        if let Err(e) = self.disk.sync() {
+            log::error!(
+                "block {}: cannot sync {} {when}: {e}",
+                self.drive_id,
+                self.disk.path().display()
+            );
         }
     }
 
@@ -359,6 +374,12 @@ fn write_status(mem: &GuestMemoryMmap, addr: GuestAddress, code: u8) -> u32 {
     u32::from(mem.write_obj(code, addr).is_ok())
 }
 
+impl Drop for Block {
+    fn drop(&mut self) {
+        self.sync_writeback("at exit");
+    }
+}
+
 impl VirtioDevice for Block {
     fn device_type(&self) -> u32 {
         device_type::BLOCK
@@ -422,6 +443,8 @@ impl VirtioDevice for Block {
 mod alloc_tests;
 #[cfg(test)]
 mod budget_tests;
+#[cfg(test)]
+mod data_safety_tests;
 #[cfg(test)]
 mod fault_tests;
 #[cfg(test)]

@@ -7,11 +7,13 @@
 //! - [`event_handler`]: the `event_manager` subscription (queue and rate-limiter events).
 //! - [`metrics`]: [`BlockMetrics`], Firecracker's per-drive `block_<id>` counters.
 //!
-//! Data safety: a write completes only after `pwrite` returned for all its bytes; with
-//! [`CacheMode::Writeback`] the device offers FLUSH and a flush completes only after
-//! `fdatasync`. DISCARD and WRITE_ZEROES punch a hole in the file (`fallocate`), so they are
-//! offered only for writable regular files. With [`CacheMode::Unsafe`] (the default) FLUSH is not offered and a flush
-//! the guest sends anyway completes without syncing, as in Firecracker.
+//! Data safety: a write completes only after `pwrite` returned for all its bytes; a FLUSH
+//! completes only after `fdatasync`, whatever the cache mode (as in Firecracker; the mode only
+//! decides whether the FLUSH feature is offered). With [`CacheMode::Writeback`] the file is
+//! also synced when the device lets it go (drop at exit, a `path_on_host` swap). DISCARD and
+//! WRITE_ZEROES punch a hole in the file (`fallocate`), so they are offered only for writable
+//! regular files whose filesystem can punch holes (probed at open); they are charged one op
+//! to the rate limiter like every request, but no bandwidth (no data moves).
 
 pub mod device;
 pub mod disk;
@@ -84,10 +86,10 @@ pub mod status {
 /// Host caching policy (`cache_type`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum CacheMode {
-    /// No FLUSH offered; guest flushes are no-ops.
+    /// No FLUSH offered (a flush the guest sends anyway still syncs); no sync at exit.
     #[default]
     Unsafe,
-    /// FLUSH offered; a flush completes after `fdatasync`.
+    /// FLUSH offered; a flush completes after `fdatasync`; the file is synced at exit.
     Writeback,
 }
 

@@ -13,7 +13,7 @@ use virtio_queue::DescriptorChain;
 use vm_memory::{ByteValued, Bytes, GuestAddress, Le32, Le64};
 
 use super::disk::{DiskFile, DiskIoError};
-use super::{request_type, CacheMode, ID_BYTES, SECTOR_SHIFT, SEG_MAX};
+use super::{request_type, ID_BYTES, SECTOR_SHIFT, SEG_MAX};
 use crate::virtio::GuestMemoryMmap;
 
 /// Most descriptors a request may have: header, `SEG_MAX` segments, status.
@@ -287,8 +287,6 @@ pub struct ExecContext<'a> {
     pub disk: &'a DiskFile,
     /// Drive id (GET_ID).
     pub drive_id: &'a str,
-    /// Caching policy.
-    pub cache: CacheMode,
     /// Whether writes are refused.
     pub read_only: bool,
 }
@@ -321,10 +319,10 @@ impl Request {
                 }
                 Ok(0)
             }
+            // Whatever the cache mode (Firecracker syncs on every FLUSH too): a driver that
+            // sends one wants its writes on stable storage before it hears OK.
             RequestKind::Flush => {
-                if ctx.cache == CacheMode::Writeback {
-                    ctx.disk.sync().map_err(ExecuteError::Flush)?;
-                }
+                ctx.disk.sync().map_err(ExecuteError::Flush)?;
                 Ok(0)
             }
             RequestKind::GetId => {
