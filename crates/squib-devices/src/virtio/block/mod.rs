@@ -38,6 +38,16 @@ pub const SECTOR_SHIFT: u8 = 9;
 pub const QUEUE_SIZE: u16 = 256;
 /// Data segments per request the device accepts (advertised as `seg_max`).
 pub const SEG_MAX: u32 = 128;
+/// Largest data segment a driver should send (advertised as `size_max`): with [`SEG_MAX`]
+/// segments, a conforming driver never exceeds [`MAX_REQUEST_BYTES`].
+pub const SIZE_MAX: u32 = 64 * 1024;
+/// Largest data length of one read or write (8 MiB): a longer one is refused with IOERR
+/// before any I/O, so one request cannot keep the event loop busy for long. Linux's default
+/// `max_sectors_kb` stays well under it.
+pub const MAX_REQUEST_BYTES: u64 = SEG_MAX as u64 * SIZE_MAX as u64;
+/// Bytes of reads and writes after which a drain stops and re-kicks itself, so that other
+/// event sources get a turn: one queue event moves less than this plus one request.
+pub const MAX_DRAIN_BYTES: u64 = 2 * MAX_REQUEST_BYTES;
 /// Largest DISCARD/WRITE_ZEROES range in sectors (2 GiB).
 pub const MAX_DISCARD_SECTORS: u32 = 1 << 22;
 /// Length of the GET_ID answer.
@@ -45,6 +55,8 @@ pub const ID_BYTES: usize = 20;
 
 /// virtio-blk feature bits.
 pub mod features {
+    /// `size_max` in config space is valid.
+    pub const SIZE_MAX: u32 = 1;
     /// `seg_max` in config space is valid.
     pub const SEG_MAX: u32 = 2;
     /// The device is read-only.
