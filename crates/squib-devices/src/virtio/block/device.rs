@@ -458,6 +458,8 @@ mod alloc_tests;
 #[cfg(test)]
 mod budget_tests;
 #[cfg(test)]
+mod crash_tests;
+#[cfg(test)]
 mod data_safety_tests;
 #[cfg(test)]
 mod fault_tests;
