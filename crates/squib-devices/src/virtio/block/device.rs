@@ -456,6 +456,8 @@ impl VirtioDevice for Block {
 #[cfg(test)]
 mod alloc_tests;
 #[cfg(test)]
+mod bounded_work_tests;
+#[cfg(test)]
 mod budget_tests;
 #[cfg(test)]
 mod crash_tests;
