@@ -119,3 +119,11 @@ fn short_writes_are_retried_to_completion() {
     assert_eq!(file_range(&h, 1024, 4096), vec![0x44; 4096]);
     assert_eq!(file_range(&h, 0, 1024), pattern(0, 1024));
 }
+
+#[test]
+fn a_read_cut_short_by_a_truncated_file_answers_ioerr() {
+    let (mut h, faults) = harness(CacheMode::Unsafe);
+    // Truncated behind the device's back: the read passes the bounds check, then hits EOF.
+    h.file.as_file().set_len(4096).unwrap();
+    assert_fault_is_ioerr(&mut h, &faults, |h| h.read_request(6, 4096));
+}
