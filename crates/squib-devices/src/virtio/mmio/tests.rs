@@ -345,7 +345,7 @@ mod lock_free_registers {
     use crate::virtio::{features, INTERRUPT_VRING};
 
     /// Far shorter than the hold: a reader that waited for the lock misses it.
-    const WAIT: Duration = Duration::from_millis(500);
+    const WAIT: Duration = Duration::from_secs(2);
     const HOLD: Duration = Duration::from_secs(10);
 
     #[test]
