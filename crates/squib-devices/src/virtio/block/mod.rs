@@ -3,7 +3,8 @@
 //! - [`device`]: [`Block`], its config space, features and queue processing.
 //! - [`request`]: parsing one descriptor chain into a request, with every guest mistake a
 //!   typed [`request::RequestError`].
-//! - [`disk`]: the backing file; `pread`/`pwrite` straight between it and guest memory.
+//! - [`disk`]: the backing file; `pread`/`pwrite` straight between it and guest memory,
+//!   through the [`disk::DiskIo`] trait (tests substitute fault-injecting doubles).
 //! - [`event_handler`]: the `event_manager` subscription (queue and rate-limiter events).
 //! - [`metrics`]: [`BlockMetrics`], Firecracker's per-drive `block_<id>` counters.
 //!
