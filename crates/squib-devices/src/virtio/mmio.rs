@@ -15,6 +15,16 @@
 //!
 //! Queue notifications normally never reach here (an ioeventfd at [`reg::QUEUE_NOTIFY`] catches them); a
 //! notify that does is forwarded to the queue's eventfd.
+//!
+//! Locking: the event loop holds the device lock for a whole queue drain, which may be many
+//! synchronous disk requests. A vCPU must not wait behind that to read InterruptStatus in its
+//! interrupt handler, so the transport serves its own registers from its own state: what the
+//! device cannot change after construction (type, offered features, queue count and maximum
+//! sizes, queue eventfds) is copied at [`MmioTransport::new`], and what only the driver changes
+//! (status, selectors, driver features, each queue's ready bit) lives here; the interrupt
+//! status and config generation are atomics in [`VirtioInterrupt`]. The device lock is taken
+//! only to ask the device something: config space, queue setup writes, feature acceptance,
+//! activation and reset. Lock order: transport, then device.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -84,11 +94,24 @@ pub mod reg {
     pub const CONFIG_GENERATION: u64 = 0xfc;
 }
 
+/// What the transport keeps of one queue, so reading its registers needs no device lock.
+#[derive(Clone, Copy, Debug)]
+struct QueueRegs {
+    /// QueueNumMax (fixed by the device at construction).
+    max_size: u16,
+    /// QueueReady as the driver last set it (cleared by reset).
+    ready: bool,
+}
+
 /// A virtio device behind the virtio-mmio register interface.
 pub struct MmioTransport {
     device: Arc<Mutex<dyn VirtioDevice>>,
     mem: GuestMemoryMmap,
     interrupt: Arc<VirtioInterrupt>,
+    device_type: u32,
+    avail_features: u64,
+    queues: Vec<QueueRegs>,
+    queue_evts: Vec<EventFd>,
     device_status: u32,
     device_features_sel: u32,
     driver_features_sel: u32,
@@ -108,16 +131,40 @@ impl std::fmt::Debug for MmioTransport {
 impl MmioTransport {
     /// A transport for `device`, with a fresh interrupt line.
     ///
+    /// Reads what the device fixes at construction (type, offered features, queue sizes and
+    /// eventfds) once, so that register reads never wait for the device lock.
+    ///
     /// # Errors
-    /// The interrupt eventfd cannot be created.
+    /// The interrupt eventfd cannot be created or a queue eventfd cannot be duplicated.
     pub fn new(
         mem: GuestMemoryMmap,
         device: Arc<Mutex<dyn VirtioDevice>>,
     ) -> std::io::Result<Self> {
+        let (device_type, avail_features, queues, queue_evts) = {
+            let dev = device.lock().unwrap_or_else(|e| e.into_inner());
+            let queues = dev
+                .queues()
+                .iter()
+                .map(|q| QueueRegs {
+                    max_size: q.max_size(),
+                    ready: q.ready(),
+                })
+                .collect();
+            let evts = dev
+                .queue_events()
+                .iter()
+                .map(EventFd::try_clone)
+                .collect::<std::io::Result<Vec<_>>>()?;
+            (dev.device_type(), dev.avail_features(), queues, evts)
+        };
         Ok(Self {
             device,
             mem,
             interrupt: Arc::new(VirtioInterrupt::new()?),
+            device_type,
+            avail_features,
+            queues,
+            queue_evts,
             device_status: 0,
             device_features_sel: 0,
             driver_features_sel: 0,
@@ -150,11 +197,7 @@ impl MmioTransport {
     /// # Errors
     /// An eventfd cannot be duplicated.
     pub fn queue_evts(&self) -> std::io::Result<Vec<EventFd>> {
-        self.locked_device()
-            .queue_events()
-            .iter()
-            .map(EventFd::try_clone)
-            .collect()
+        self.queue_evts.iter().map(EventFd::try_clone).collect()
     }
 
     /// The Status register.
@@ -172,21 +215,21 @@ impl MmioTransport {
         self.device_status & set == set && self.device_status & clear == 0
     }
 
+    /// A register of the transport's own: never takes the device lock (see the module docs).
     fn read_reg(&self, offset: u64) -> u32 {
-        let dev = self.locked_device();
-        let queue = dev.queues().get(self.queue_sel as usize);
+        let queue = self.queues.get(self.queue_sel as usize);
         match offset {
             reg::MAGIC => MMIO_MAGIC_VALUE,
             reg::VERSION => MMIO_VERSION,
-            reg::DEVICE_ID => dev.device_type(),
+            reg::DEVICE_ID => self.device_type,
             reg::VENDOR_ID => 0,
             reg::DEVICE_FEATURES => match self.device_features_sel {
-                0 => dev.avail_features() as u32,
-                1 => (dev.avail_features() >> 32) as u32,
+                0 => self.avail_features as u32,
+                1 => (self.avail_features >> 32) as u32,
                 _ => 0,
             },
-            reg::QUEUE_NUM_MAX => queue.map_or(0, |q| u32::from(q.max_size())),
-            reg::QUEUE_READY => queue.map_or(0, |q| u32::from(q.ready())),
+            reg::QUEUE_NUM_MAX => queue.map_or(0, |q| u32::from(q.max_size)),
+            reg::QUEUE_READY => queue.map_or(0, |q| u32::from(q.ready)),
             reg::INTERRUPT_STATUS => self.interrupt.status(),
             reg::STATUS => self.device_status,
             reg::CONFIG_GENERATION => self.interrupt.config_generation(),
@@ -235,7 +278,10 @@ impl MmioTransport {
             return;
         }
         let queue_sel = self.queue_sel;
-        let mut dev = self.locked_device();
+        let Some(regs) = self.queues.get_mut(queue_sel as usize) else {
+            return;
+        };
+        let mut dev = self.device.lock().unwrap_or_else(|e| e.into_inner());
         let Some(q) = dev.queues_mut().get_mut(queue_sel as usize) else {
             return;
         };
@@ -244,6 +290,7 @@ impl MmioTransport {
             reg::QUEUE_NUM => queue::set_size(q, value),
             reg::QUEUE_READY => {
                 q.set_ready(value == 1);
+                regs.ready = q.ready();
                 Ok(())
             }
             reg::QUEUE_DESC_LOW => queue::set_ring_half(q, Ring::Descriptors, false, value),
@@ -260,8 +307,7 @@ impl MmioTransport {
     }
 
     fn notify(&self, index: u32) {
-        let dev = self.locked_device();
-        if let Some(evt) = dev.queue_events().get(index as usize) {
+        if let Some(evt) = self.queue_evts.get(index as usize) {
             if let Err(e) = evt.write(1) {
                 squib_logger::warn_rate_limited!("virtio-mmio: cannot signal queue {index}: {e}");
             }
@@ -295,8 +341,8 @@ impl MmioTransport {
 
     /// Accept the driver's features if they include VERSION_1 and only offered bits.
     fn features_acceptable(&mut self) -> bool {
+        let offered = self.avail_features;
         let mut dev = self.locked_device();
-        let offered = dev.avail_features();
         let ok = self.driver_features & !offered == 0
             && super::has_feature(self.driver_features, features::VERSION_1);
         if ok {
@@ -335,6 +381,9 @@ impl MmioTransport {
 
     fn reset(&mut self) {
         self.locked_device().reset();
+        for q in &mut self.queues {
+            q.ready = false;
+        }
         self.interrupt.reset();
         self.device_status = 0;
         self.device_features_sel = 0;

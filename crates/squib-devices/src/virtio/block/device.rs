@@ -1,7 +1,8 @@
 //! [`Block`]: the virtio-blk device — features, config space, queue draining, updates.
 //!
-//! One request queue of [`QUEUE_SIZE`]. A drain serves at most the queue size of chains
-//! (then re-kicks itself so other event sources get a turn), raises at most one interrupt
+//! One request queue of [`QUEUE_SIZE`]. A drain serves at most the queue size of chains and
+//! stops once it moved [`MAX_DRAIN_BYTES`] (then re-kicks itself so other event sources get
+//! a turn; one request is at most [`super::MAX_REQUEST_BYTES`]), raises at most one interrupt
 //! (suppressed per EVENT_IDX through `needs_notification`), and stops early when the rate
 //! limiter runs dry: the chain is put back and the limiter's timer resumes the drain.
 //! Guest mistakes complete the chain with an error status, bump `invalid_reqs_count` and log
@@ -16,7 +17,7 @@ use vm_memory::{Bytes, GuestAddress};
 use super::disk::DiskFile;
 use super::request::{self, ExecContext, Request, RequestKind, Segment, MAX_DESCRIPTORS};
 use super::{features as blk, status, BlockConfig, BlockError, BlockMetrics, CacheMode};
-use super::{MAX_DISCARD_SECTORS, QUEUE_SIZE, SEG_MAX};
+use super::{MAX_DISCARD_SECTORS, MAX_DRAIN_BYTES, QUEUE_SIZE, SEG_MAX, SIZE_MAX};
 use crate::rate_limiter::{BucketUpdate, RateLimiter, TokenType};
 use crate::virtio::{
     device_type, features, reset_queues, ActivateError, GuestMemoryMmap, VirtioDevice,
@@ -56,6 +57,15 @@ impl Block {
     /// [`BlockError`] when the file cannot be opened or measured, or an fd cannot be created.
     pub fn new(cfg: BlockConfig) -> Result<Self, BlockError> {
         let disk = DiskFile::open(&cfg.path, cfg.read_only)?;
+        Self::with_disk(cfg, disk)
+    }
+
+    /// Build the device over an already open `disk` (`cfg.path` is not opened; tests put a
+    /// fault-injecting [`super::disk::DiskIo`] behind `disk`).
+    ///
+    /// # Errors
+    /// [`BlockError::EventFd`] when an fd cannot be created.
+    pub fn with_disk(cfg: BlockConfig, disk: DiskFile) -> Result<Self, BlockError> {
         let rate_limiter = match cfg.rate_limiter {
             Some(rl) => rl,
             None => RateLimiter::unlimited().map_err(BlockError::EventFd)?,
@@ -63,6 +73,7 @@ impl Block {
         let mut avail_features = (1u64 << features::VERSION_1)
             | (1 << features::RING_EVENT_IDX)
             | (1 << features::RING_INDIRECT_DESC)
+            | (1 << blk::SIZE_MAX)
             | (1 << blk::SEG_MAX);
         if cfg.read_only {
             avail_features |= 1 << blk::RO;
@@ -70,7 +81,7 @@ impl Block {
         if cfg.cache == CacheMode::Writeback {
             avail_features |= 1 << blk::FLUSH;
         }
-        if !cfg.read_only && disk.is_regular_file() {
+        if !cfg.read_only && disk.supports_punch_hole() {
             avail_features |= (1 << blk::DISCARD) | (1 << blk::WRITE_ZEROES);
         }
         Ok(Self {
@@ -120,6 +131,7 @@ impl Block {
         let disk = DiskFile::open(path, self.read_only).inspect_err(|_| {
             self.metrics.update_fails.inc();
         })?;
+        self.sync_writeback("before switching files");
         self.disk = disk;
         self.metrics.update_count.inc();
         if let Some(interrupt) = &self.interrupt {
@@ -178,15 +190,15 @@ impl Block {
                 mem,
                 disk: &self.disk,
                 drive_id: &self.drive_id,
-                cache: self.cache,
                 read_only: self.read_only,
             },
             segs: &mut self.segs,
             rate_limiter: &mut self.rate_limiter,
             metrics: &self.metrics,
+            io_bytes: 0,
         };
         loop {
-            if budget == 0 {
+            if budget == 0 || drain.io_bytes >= MAX_DRAIN_BYTES {
                 // More may be waiting: come back after other event sources had a turn.
                 drain.metrics.remaining_reqs_count.inc();
                 let _ = self.state.queue_evts[0].write(1);
@@ -242,9 +254,25 @@ impl Block {
         }
     }
 
+    /// In [`CacheMode::Writeback`], `fdatasync` what the guest wrote before the disk is let go
+    /// (device drop, file swap): writes the guest never flushed still reach stable storage.
+    fn sync_writeback(&self, when: &str) {
+        if self.cache != CacheMode::Writeback || self.read_only {
+            return;
+        }
+        if let Err(e) = self.disk.sync() {
+            log::error!(
+                "block {}: cannot sync {} {when}: {e}",
+                self.drive_id,
+                self.disk.path().display()
+            );
+        }
+    }
+
     fn config_space(&self) -> [u8; CONFIG_LEN] {
         let mut cfg = [0u8; CONFIG_LEN];
         cfg[0..8].copy_from_slice(&self.disk.nsectors().to_le_bytes());
+        cfg[8..12].copy_from_slice(&SIZE_MAX.to_le_bytes());
         cfg[12..16].copy_from_slice(&SEG_MAX.to_le_bytes());
         // max_discard_sectors, max_discard_seg, discard_sector_alignment (4 KiB),
         // max_write_zeroes_sectors, max_write_zeroes_seg, write_zeroes_may_unmap.
@@ -263,6 +291,8 @@ struct Drain<'a> {
     segs: &'a mut Vec<Segment>,
     rate_limiter: &'a mut RateLimiter,
     metrics: &'a BlockMetrics,
+    /// Bytes of reads and writes this drain executed (see [`MAX_DRAIN_BYTES`]).
+    io_bytes: u64,
 }
 
 impl Drain<'_> {
@@ -270,7 +300,15 @@ impl Drain<'_> {
     fn handle(&mut self, head: u16, chain: DescriptorChain<&GuestMemoryMmap>) -> ChainOutcome {
         let nsectors = self.exec.disk.nsectors();
         match request::parse(self.exec.mem, chain, self.segs, nsectors) {
-            Ok(req) => serve(&req, self.segs, &self.exec, self.rate_limiter, self.metrics),
+            Ok(req) => {
+                let outcome = serve(&req, self.segs, &self.exec, self.rate_limiter, self.metrics);
+                if matches!(outcome, ChainOutcome::Used(_))
+                    && matches!(req.kind, RequestKind::In | RequestKind::Out)
+                {
+                    self.io_bytes += req.data_len;
+                }
+                outcome
+            }
             Err((err, status_addr)) => {
                 self.metrics.invalid_reqs_count.inc();
                 self.warn(format_args!("head {head}: {err}"));
@@ -350,6 +388,12 @@ fn write_status(mem: &GuestMemoryMmap, addr: GuestAddress, code: u8) -> u32 {
     u32::from(mem.write_obj(code, addr).is_ok())
 }
 
+impl Drop for Block {
+    fn drop(&mut self) {
+        self.sync_writeback("at exit");
+    }
+}
+
 impl VirtioDevice for Block {
     fn device_type(&self) -> u32 {
         device_type::BLOCK
@@ -412,7 +456,15 @@ impl VirtioDevice for Block {
 #[cfg(test)]
 mod alloc_tests;
 #[cfg(test)]
+mod bounded_work_tests;
+#[cfg(test)]
 mod budget_tests;
+#[cfg(test)]
+mod crash_tests;
+#[cfg(test)]
+mod data_safety_tests;
+#[cfg(test)]
+mod fault_tests;
 #[cfg(test)]
 mod log_flood_tests;
 #[cfg(test)]

@@ -2,19 +2,28 @@
 //!
 //! Data moves with `pread`/`pwrite` directly between the file and the guest-memory slices
 //! vm-memory hands out (`get_slices` splits a range that crosses regions), so a request costs
-//! no intermediate buffer. Short transfers are retried until complete; hitting end-of-file
-//! mid-request is an error (the device checks bounds first, so only a file truncated behind
-//! our back gets there).
+//! no intermediate buffer. Short transfers are retried until complete; a transfer that makes
+//! no progress (end of file on a read, a zero-length write) is an error (the device checks
+//! bounds first, so only a file truncated behind our back gets there).
+//!
+//! The host-file calls go through [`DiskIo`], implemented by [`File`]; tests put a double in
+//! its place to inject faults (EIO, ENOSPC, short writes, a failing `fdatasync`) or to count
+//! syncs, without touching the device. DISCARD/WRITE_ZEROES punch holes, so [`DiskFile::open`]
+//! probes `fallocate(PUNCH_HOLE)` on the actual file, past its end where no data lives: a
+//! block device or a filesystem without hole punching does not get those features.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
-use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryError};
+use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryError, VolatileSlice};
 
 use super::{BlockError, SECTOR_SHIFT, SECTOR_SIZE};
 use crate::virtio::GuestMemoryMmap;
+
+/// A slice of guest memory, as vm-memory hands it out for [`GuestMemoryMmap`].
+pub type GuestSlice<'a> = VolatileSlice<'a, ()>;
 
 /// Why moving data between the file and guest memory failed.
 #[derive(Debug, thiserror::Error)]
@@ -27,17 +36,86 @@ pub enum DiskIoError {
     Io(#[source] std::io::Error),
 }
 
+/// The host-file operations behind a [`DiskFile`]: one system call each, no retries (the
+/// caller retries short transfers and `EINTR`).
+pub trait DiskIo: Send + std::fmt::Debug {
+    /// One `pread` of at most `dst.len()` bytes at file `offset`; returns the bytes read.
+    ///
+    /// # Errors
+    /// The OS error.
+    fn read_at(&self, dst: &GuestSlice<'_>, offset: u64) -> std::io::Result<usize>;
+    /// One `pwrite` of at most `src.len()` bytes at file `offset`; returns the bytes written.
+    ///
+    /// # Errors
+    /// The OS error.
+    fn write_at(&self, src: &GuestSlice<'_>, offset: u64) -> std::io::Result<usize>;
+    /// `fdatasync`.
+    ///
+    /// # Errors
+    /// The OS error.
+    fn sync_data(&self) -> std::io::Result<()>;
+    /// `fallocate(PUNCH_HOLE | KEEP_SIZE)` over `len > 0` bytes at `offset`.
+    ///
+    /// # Errors
+    /// The OS error (`EOPNOTSUPP` where the filesystem cannot punch holes).
+    fn punch_hole(&self, offset: u64, len: u64) -> std::io::Result<()>;
+}
+
+fn off_t(offset: u64) -> std::io::Result<libc::off_t> {
+    libc::off_t::try_from(offset).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+fn syscall_result(ret: isize) -> std::io::Result<usize> {
+    usize::try_from(ret).map_err(|_| std::io::Error::last_os_error())
+}
+
+impl DiskIo for File {
+    fn read_at(&self, dst: &GuestSlice<'_>, offset: u64) -> std::io::Result<usize> {
+        let off = off_t(offset)?;
+        let guard = dst.ptr_guard_mut();
+        // SAFETY: `guard` keeps `dst.len()` bytes at `as_ptr()` mapped and writable for its
+        // lifetime; the kernel writes at most that many bytes there.
+        let ret = unsafe { libc::pread(self.as_raw_fd(), guard.as_ptr().cast(), dst.len(), off) };
+        syscall_result(ret)
+    }
+
+    fn write_at(&self, src: &GuestSlice<'_>, offset: u64) -> std::io::Result<usize> {
+        let off = off_t(offset)?;
+        let guard = src.ptr_guard();
+        // SAFETY: `guard` keeps `src.len()` bytes at `as_ptr()` mapped and readable for its
+        // lifetime; the kernel only reads them.
+        let ret = unsafe { libc::pwrite(self.as_raw_fd(), guard.as_ptr().cast(), src.len(), off) };
+        syscall_result(ret)
+    }
+
+    fn sync_data(&self) -> std::io::Result<()> {
+        File::sync_data(self)
+    }
+
+    fn punch_hole(&self, offset: u64, len: u64) -> std::io::Result<()> {
+        let (off, len) = (off_t(offset)?, off_t(len)?);
+        let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+        // SAFETY: fallocate on an fd we own touches no memory of this process.
+        let ret = unsafe { libc::fallocate(self.as_raw_fd(), mode, off, len) };
+        if ret == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    }
+}
+
 /// An open backing file and its size in sectors.
 #[derive(Debug)]
 pub struct DiskFile {
-    file: File,
+    io: Box<dyn DiskIo>,
     path: PathBuf,
     nsectors: u64,
-    regular: bool,
+    punch_hole: bool,
 }
 
 impl DiskFile {
-    /// Open `path` (read-only when `read_only`) and measure it.
+    /// Open `path` (read-only when `read_only`), measure it and probe hole punching.
     ///
     /// # Errors
     /// [`BlockError::Open`] / [`BlockError::Size`] with the OS error.
@@ -57,19 +135,36 @@ impl DiskFile {
                 path: path.to_owned(),
                 source,
             })?;
+        // A block device's fallocate discards for real: only regular files are probed.
+        let regular = file.metadata().is_ok_and(|m| m.is_file());
+        Ok(Self::with_io(
+            Box::new(file),
+            path,
+            size,
+            regular && !read_only,
+        ))
+    }
+
+    /// A disk of `size` bytes served by `io` (tests put a fault-injecting double here).
+    /// When `probe_punch_hole`, a hole is punched past the end of the file, where no data
+    /// lives, to learn whether DISCARD/WRITE_ZEROES can be offered.
+    pub fn with_io(io: Box<dyn DiskIo>, path: &Path, size: u64, probe_punch_hole: bool) -> Self {
         if size % SECTOR_SIZE != 0 {
             log::warn!(
                 "block file {} size {size} is not a multiple of {SECTOR_SIZE}; the tail is hidden",
                 path.display()
             );
         }
-        let regular = file.metadata().is_ok_and(|m| m.is_file());
-        Ok(Self {
-            file,
+        let punch_hole = probe_punch_hole && {
+            let past_end = size.next_multiple_of(PROBE_LEN);
+            io.punch_hole(past_end, PROBE_LEN).is_ok()
+        };
+        Self {
+            io,
             path: path.to_owned(),
             nsectors: size >> SECTOR_SHIFT,
-            regular,
-        })
+            punch_hole,
+        }
     }
 
     /// Disk capacity in 512-byte sectors.
@@ -93,18 +188,9 @@ impl DiskFile {
         mem: &GuestMemoryMmap,
         addr: GuestAddress,
         len: usize,
-        mut offset: u64,
+        offset: u64,
     ) -> Result<(), DiskIoError> {
-        for slice in GuestMemoryBackend::get_slices(mem, addr, len) {
-            let slice = slice.map_err(DiskIoError::Memory)?;
-            let guard = slice.ptr_guard_mut();
-            // SAFETY: `guard` keeps `slice.len()` bytes at `as_ptr()` mapped and writable for
-            // its lifetime; the kernel writes at most that many bytes there.
-            unsafe { transfer_all(&self.file, guard.as_ptr(), slice.len(), offset, Dir::Read) }
-                .map_err(DiskIoError::Io)?;
-            offset += slice.len() as u64;
-        }
-        Ok(())
+        self.transfer(mem, addr, len, offset, Dir::Read)
     }
 
     /// Write `len` bytes from guest memory at `addr` to file `offset`.
@@ -116,32 +202,32 @@ impl DiskFile {
         mem: &GuestMemoryMmap,
         addr: GuestAddress,
         len: usize,
+        offset: u64,
+    ) -> Result<(), DiskIoError> {
+        self.transfer(mem, addr, len, offset, Dir::Write)
+    }
+
+    fn transfer(
+        &self,
+        mem: &GuestMemoryMmap,
+        addr: GuestAddress,
+        len: usize,
         mut offset: u64,
+        dir: Dir,
     ) -> Result<(), DiskIoError> {
         for slice in GuestMemoryBackend::get_slices(mem, addr, len) {
             let slice = slice.map_err(DiskIoError::Memory)?;
-            let guard = slice.ptr_guard();
-            // SAFETY: `guard` keeps `slice.len()` bytes at `as_ptr()` mapped and readable for
-            // its lifetime; the kernel only reads them.
-            unsafe {
-                transfer_all(
-                    &self.file,
-                    guard.as_ptr().cast_mut(),
-                    slice.len(),
-                    offset,
-                    Dir::Write,
-                )
-            }
-            .map_err(DiskIoError::Io)?;
+            transfer_all(self.io.as_ref(), &slice, offset, dir).map_err(DiskIoError::Io)?;
             offset += slice.len() as u64;
         }
         Ok(())
     }
 
-    /// Whether the backing is a regular file (holes can be punched).
+    /// Whether holes can be punched: a writable regular file on a filesystem that supports
+    /// `fallocate(PUNCH_HOLE)` (probed at open).
     #[must_use]
-    pub fn is_regular_file(&self) -> bool {
-        self.regular
+    pub fn supports_punch_hole(&self) -> bool {
+        self.punch_hole
     }
 
     /// Deallocate `len` bytes at `offset`, keeping the file size; they read back as zeros.
@@ -149,20 +235,10 @@ impl DiskFile {
     /// # Errors
     /// The OS error of `fallocate` (e.g. `EOPNOTSUPP` on a filesystem without holes).
     pub fn punch_hole(&self, offset: u64, len: u64) -> std::io::Result<()> {
-        let invalid = || std::io::Error::from_raw_os_error(libc::EINVAL);
-        let off = libc::off_t::try_from(offset).map_err(|_| invalid())?;
-        let len = libc::off_t::try_from(len).map_err(|_| invalid())?;
         if len == 0 {
             return Ok(());
         }
-        let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
-        // SAFETY: fallocate on an fd we own touches no memory of this process.
-        let ret = unsafe { libc::fallocate(self.file.as_raw_fd(), mode, off, len) };
-        if ret == 0 {
-            Ok(())
-        } else {
-            Err(std::io::Error::last_os_error())
-        }
+        self.io.punch_hole(offset, len)
     }
 
     /// `fdatasync` the file.
@@ -170,9 +246,12 @@ impl DiskFile {
     /// # Errors
     /// The OS error of `fdatasync`.
     pub fn sync(&self) -> std::io::Result<()> {
-        self.file.sync_data()
+        self.io.sync_data()
     }
 }
+
+/// Length of the hole [`DiskFile::with_io`] punches past the end of the file as a probe.
+const PROBE_LEN: u64 = 4096;
 
 #[derive(Clone, Copy)]
 enum Dir {
@@ -180,40 +259,34 @@ enum Dir {
     Write,
 }
 
-/// `pread`/`pwrite` until `len` bytes moved, retrying short transfers and EINTR.
-///
-/// # Safety
-/// `ptr` must be valid for `len` bytes: writable for [`Dir::Read`], readable for
-/// [`Dir::Write`], for the whole call.
-unsafe fn transfer_all(
-    file: &File,
-    ptr: *mut u8,
-    len: usize,
+/// `pread`/`pwrite` until all of `slice` moved, retrying short transfers and `EINTR`.
+fn transfer_all(
+    io: &dyn DiskIo,
+    slice: &GuestSlice<'_>,
     offset: u64,
     dir: Dir,
 ) -> std::io::Result<()> {
     let mut done = 0usize;
-    while done < len {
-        let off = libc::off_t::try_from(offset + done as u64)
+    while done < slice.len() {
+        let rest = slice
+            .offset(done)
             .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
-        // SAFETY: `done < len`, so `ptr + done` and the `len - done` bytes after it stay inside
-        // the caller's valid range; the fd is open for the whole call.
-        let ret = unsafe {
-            let p = ptr.add(done);
-            match dir {
-                Dir::Read => libc::pread(file.as_raw_fd(), p.cast(), len - done, off),
-                Dir::Write => libc::pwrite(file.as_raw_fd(), p.cast(), len - done, off),
-            }
+        let at = offset + done as u64;
+        let ret = match dir {
+            Dir::Read => io.read_at(&rest, at),
+            Dir::Write => io.write_at(&rest, at),
         };
         match ret {
-            n if n > 0 => done += n as usize,
-            0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
-            _ => {
-                let err = std::io::Error::last_os_error();
-                if err.kind() != std::io::ErrorKind::Interrupted {
-                    return Err(err);
-                }
+            Ok(0) => {
+                let kind = match dir {
+                    Dir::Read => std::io::ErrorKind::UnexpectedEof,
+                    Dir::Write => std::io::ErrorKind::WriteZero,
+                };
+                return Err(kind.into());
             }
+            Ok(n) => done += n.min(rest.len()),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
     }
     Ok(())

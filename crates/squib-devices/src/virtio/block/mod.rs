@@ -3,21 +3,26 @@
 //! - [`device`]: [`Block`], its config space, features and queue processing.
 //! - [`request`]: parsing one descriptor chain into a request, with every guest mistake a
 //!   typed [`request::RequestError`].
-//! - [`disk`]: the backing file; `pread`/`pwrite` straight between it and guest memory.
+//! - [`disk`]: the backing file; `pread`/`pwrite` straight between it and guest memory,
+//!   through the [`disk::DiskIo`] trait (tests substitute fault-injecting doubles).
 //! - [`event_handler`]: the `event_manager` subscription (queue and rate-limiter events).
 //! - [`metrics`]: [`BlockMetrics`], Firecracker's per-drive `block_<id>` counters.
 //!
-//! Data safety: a write completes only after `pwrite` returned for all its bytes; with
-//! [`CacheMode::Writeback`] the device offers FLUSH and a flush completes only after
-//! `fdatasync`. DISCARD and WRITE_ZEROES punch a hole in the file (`fallocate`), so they are
-//! offered only for writable regular files. With [`CacheMode::Unsafe`] (the default) FLUSH is not offered and a flush
-//! the guest sends anyway completes without syncing, as in Firecracker.
+//! Data safety: a write completes only after `pwrite` returned for all its bytes; a FLUSH
+//! completes only after `fdatasync`, whatever the cache mode (as in Firecracker; the mode only
+//! decides whether the FLUSH feature is offered). With [`CacheMode::Writeback`] the file is
+//! also synced when the device lets it go (drop at exit, a `path_on_host` swap). DISCARD and
+//! WRITE_ZEROES punch a hole in the file (`fallocate`), so they are offered only for writable
+//! regular files whose filesystem can punch holes (probed at open); they are charged one op
+//! to the rate limiter like every request, but no bandwidth (no data moves).
 
 pub mod device;
 pub mod disk;
 pub mod event_handler;
 pub mod metrics;
 pub mod request;
+#[cfg(test)]
+pub(crate) mod test_utils;
 
 use std::path::PathBuf;
 
@@ -34,6 +39,16 @@ pub const SECTOR_SHIFT: u8 = 9;
 pub const QUEUE_SIZE: u16 = 256;
 /// Data segments per request the device accepts (advertised as `seg_max`).
 pub const SEG_MAX: u32 = 128;
+/// Largest data segment a driver should send (advertised as `size_max`): with [`SEG_MAX`]
+/// segments, a conforming driver never exceeds [`MAX_REQUEST_BYTES`].
+pub const SIZE_MAX: u32 = 64 * 1024;
+/// Largest data length of one read or write (8 MiB): a longer one is refused with IOERR
+/// before any I/O, so one request cannot keep the event loop busy for long. Linux's default
+/// `max_sectors_kb` stays well under it.
+pub const MAX_REQUEST_BYTES: u64 = SEG_MAX as u64 * SIZE_MAX as u64;
+/// Bytes of reads and writes after which a drain stops and re-kicks itself, so that other
+/// event sources get a turn: one queue event moves less than this plus one request.
+pub const MAX_DRAIN_BYTES: u64 = 2 * MAX_REQUEST_BYTES;
 /// Largest DISCARD/WRITE_ZEROES range in sectors (2 GiB).
 pub const MAX_DISCARD_SECTORS: u32 = 1 << 22;
 /// Length of the GET_ID answer.
@@ -41,6 +56,8 @@ pub const ID_BYTES: usize = 20;
 
 /// virtio-blk feature bits.
 pub mod features {
+    /// `size_max` in config space is valid.
+    pub const SIZE_MAX: u32 = 1;
     /// `seg_max` in config space is valid.
     pub const SEG_MAX: u32 = 2;
     /// The device is read-only.
@@ -82,10 +99,10 @@ pub mod status {
 /// Host caching policy (`cache_type`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum CacheMode {
-    /// No FLUSH offered; guest flushes are no-ops.
+    /// No FLUSH offered (a flush the guest sends anyway still syncs); no sync at exit.
     #[default]
     Unsafe,
-    /// FLUSH offered; a flush completes after `fdatasync`.
+    /// FLUSH offered; a flush completes after `fdatasync`; the file is synced at exit.
     Writeback,
 }
 

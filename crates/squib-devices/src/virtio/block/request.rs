@@ -13,7 +13,7 @@ use virtio_queue::DescriptorChain;
 use vm_memory::{ByteValued, Bytes, GuestAddress, Le32, Le64};
 
 use super::disk::{DiskFile, DiskIoError};
-use super::{request_type, CacheMode, ID_BYTES, SECTOR_SHIFT, SEG_MAX};
+use super::{request_type, ID_BYTES, MAX_REQUEST_BYTES, SECTOR_SHIFT, SEG_MAX};
 use crate::virtio::GuestMemoryMmap;
 
 /// Most descriptors a request may have: header, `SEG_MAX` segments, status.
@@ -109,6 +109,9 @@ pub enum RequestError {
     /// A data segment has the wrong direction for the request.
     #[error("data descriptor {0} has the wrong direction")]
     WrongDirection(usize),
+    /// A read or write moves more than [`MAX_REQUEST_BYTES`].
+    #[error("data length {0} is over the {MAX_REQUEST_BYTES}-byte request limit")]
+    TooLarge(u64),
     /// The data length is not a whole number of sectors.
     #[error("data length {0} is not a multiple of the sector size")]
     UnalignedLength(u64),
@@ -217,6 +220,9 @@ fn check(req: &Request, nsegs: usize, writes: usize, nsectors: u64) -> Result<()
             if writes != want_writes {
                 return Err(RequestError::WrongDirection(writes.min(nsegs)));
             }
+            if req.data_len > MAX_REQUEST_BYTES {
+                return Err(RequestError::TooLarge(req.data_len));
+            }
             if req.data_len % (1 << SECTOR_SHIFT) != 0 {
                 return Err(RequestError::UnalignedLength(req.data_len));
             }
@@ -287,8 +293,6 @@ pub struct ExecContext<'a> {
     pub disk: &'a DiskFile,
     /// Drive id (GET_ID).
     pub drive_id: &'a str,
-    /// Caching policy.
-    pub cache: CacheMode,
     /// Whether writes are refused.
     pub read_only: bool,
 }
@@ -307,7 +311,7 @@ impl Request {
                         .read_to_guest(ctx.mem, s.addr, s.len as usize, offset)?;
                     offset += u64::from(s.len);
                 }
-                // data_len ≤ u32::MAX: the chain iterator stops at 4 GiB in total.
+                // data_len ≤ MAX_REQUEST_BYTES < u32::MAX (checked by `parse`).
                 Ok(u32::try_from(self.data_len).unwrap_or(u32::MAX))
             }
             RequestKind::Out => {
@@ -321,10 +325,10 @@ impl Request {
                 }
                 Ok(0)
             }
+            // Whatever the cache mode (Firecracker syncs on every FLUSH too): a driver that
+            // sends one wants its writes on stable storage before it hears OK.
             RequestKind::Flush => {
-                if ctx.cache == CacheMode::Writeback {
-                    ctx.disk.sync().map_err(ExecuteError::Flush)?;
-                }
+                ctx.disk.sync().map_err(ExecuteError::Flush)?;
                 Ok(0)
             }
             RequestKind::GetId => {

@@ -333,3 +333,88 @@ mod log_flood {
         );
     }
 }
+
+mod lock_free_registers {
+    //! A vCPU reading the transport's own registers must not wait for the device lock, which
+    //! the event loop holds across a whole queue drain of synchronous disk I/O.
+
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::virtio::{features, INTERRUPT_VRING};
+
+    /// Far shorter than the hold: a reader that waited for the lock misses it.
+    const WAIT: Duration = Duration::from_secs(2);
+    const HOLD: Duration = Duration::from_secs(10);
+
+    #[test]
+    fn transport_registers_are_served_while_the_event_loop_holds_the_device() {
+        let mut d = Driver::new();
+        d.set_status(status::ACKNOWLEDGE);
+        d.mmio.interrupt().signal_used_queue().unwrap();
+        let device = d.mmio.device().clone();
+        let (locked_tx, locked_rx) = mpsc::channel();
+        let (release_tx, release_rx) = mpsc::channel::<()>();
+        let drain = std::thread::spawn(move || {
+            let _held = device.lock().unwrap();
+            locked_tx.send(()).unwrap();
+            let _ = release_rx.recv_timeout(HOLD); // a long drain
+        });
+        locked_rx.recv().unwrap();
+
+        let (done_tx, done_rx) = mpsc::channel();
+        let vcpu = std::thread::spawn(move || {
+            let irq = d.r(reg::INTERRUPT_STATUS);
+            d.w(reg::INTERRUPT_ACK, INTERRUPT_VRING);
+            let ids = [reg::MAGIC, reg::VERSION, reg::DEVICE_ID, reg::VENDOR_ID].map(|r| d.r(r));
+            d.w(reg::DEVICE_FEATURES_SEL, 1);
+            let features_hi = d.r(reg::DEVICE_FEATURES);
+            d.w(reg::QUEUE_SEL, 0);
+            let queue = (d.r(reg::QUEUE_NUM_MAX), d.r(reg::QUEUE_READY));
+            d.set_status(status::DRIVER);
+            d.w(reg::DRIVER_FEATURES_SEL, 1);
+            d.w(reg::DRIVER_FEATURES, FEATURES_VERSION_1_HI);
+            d.w(reg::QUEUE_NOTIFY, 0);
+            let after = (
+                d.r(reg::INTERRUPT_STATUS),
+                d.r(reg::STATUS),
+                d.r(reg::CONFIG_GENERATION),
+            );
+            done_tx.send((irq, ids, features_hi, queue, after)).unwrap();
+            d
+        });
+        let served = done_rx.recv_timeout(WAIT);
+        release_tx.send(()).unwrap();
+        drain.join().unwrap();
+        let d = vcpu.join().unwrap();
+
+        let (irq, ids, features_hi, queue, after) =
+            served.expect("a register access waited for the device lock");
+        assert_eq!(irq, INTERRUPT_VRING);
+        assert_eq!(
+            ids,
+            [MMIO_MAGIC_VALUE, 2, crate::virtio::device_type::BLOCK, 0]
+        );
+        assert_ne!(features_hi & (1 << (features::VERSION_1 - 32)), 0);
+        assert_eq!(queue, (256, 0));
+        assert_eq!(after, (0, status::ACKNOWLEDGE | status::DRIVER, 0));
+        assert_eq!(d.mmio.queue_evts().unwrap()[0].read().unwrap(), 1);
+    }
+
+    #[test]
+    fn queue_ready_reads_follow_writes_and_reset() {
+        let mut d = Driver::new();
+        let vq = VirtQueue::new(d.mem, GuestAddress(0), 16);
+        assert!(d.negotiate(0, FEATURES_VERSION_1_HI));
+        d.setup_queue(&vq);
+        assert_eq!(d.r(reg::QUEUE_READY), 1);
+        d.w(reg::QUEUE_READY, 0);
+        assert_eq!(d.r(reg::QUEUE_READY), 0);
+        assert!(!d.mmio.device().lock().unwrap().queues()[0].ready());
+        d.w(reg::QUEUE_READY, 1);
+        d.w(reg::STATUS, 0);
+        assert_eq!(d.r(reg::QUEUE_READY), 0, "reset clears ready");
+        assert!(!d.mmio.device().lock().unwrap().queues()[0].ready());
+    }
+}

@@ -64,3 +64,100 @@ fn queue_event_serves_at_most_the_ring_while_a_driver_refills_it() {
     driver.join().unwrap();
     assert_eq!(h.vq.used_idx(), TOTAL, "{events} events, {capped} capped");
 }
+
+mod bytes {
+    //! One request moves at most `MAX_REQUEST_BYTES` (a longer one is IOERR before any I/O),
+    //! and one queue event at most `MAX_DRAIN_BYTES` plus one request.
+
+    use vm_memory::{Bytes, GuestAddress};
+
+    use super::super::tests::harness::{block_with, BlockHarness};
+    use crate::virtio::block::{
+        features as blk, request_type, status, MAX_DRAIN_BYTES, MAX_REQUEST_BYTES, SEG_MAX,
+        SIZE_MAX,
+    };
+    use crate::virtio::test_utils::F_WRITE;
+    use crate::virtio::VirtioDevice;
+
+    const MIB: u32 = 1 << 20;
+
+    /// A write of `segs` descriptors of `seg_len` bytes, all over the same guest buffer (the
+    /// device only reads it), to sector 0; returns the status address.
+    fn big_write(h: &mut BlockHarness, segs: u32, seg_len: u32, data: u64) -> u64 {
+        let (hdr, status_addr, _) = h.slots();
+        h.header(hdr, request_type::OUT, 0);
+        h.mem.write_obj(0xffu8, GuestAddress(status_addr)).unwrap();
+        let mut chain = vec![(hdr, 16, 0)];
+        chain.extend((0..segs).map(|_| (data, seg_len, 0)));
+        chain.push((status_addr, 1, F_WRITE));
+        h.vq.add_chain(&chain);
+        status_addr
+    }
+
+    #[test]
+    fn size_max_is_offered_and_bounds_a_request() {
+        let block = block_with(4096, |_| {}).block;
+        assert_ne!(block.avail_features() & (1 << blk::SIZE_MAX), 0);
+        let mut size_max = [0u8; 4];
+        block.read_config(8, &mut size_max);
+        assert_eq!(u32::from_le_bytes(size_max), SIZE_MAX);
+        assert_eq!(u64::from(SEG_MAX) * u64::from(SIZE_MAX), MAX_REQUEST_BYTES);
+    }
+
+    #[test]
+    fn a_request_over_the_limit_is_ioerr_without_io() {
+        let mut h = BlockHarness::new(block_with(16 << 20, |_| {}));
+        h.mem
+            .write_slice(&vec![0x5a; 2 * MIB as usize + 512], GuestAddress(0x10_0000))
+            .unwrap();
+        let at_limit = big_write(&mut h, 4, 2 * MIB, 0x10_0000);
+        let over = big_write(&mut h, 4, 2 * MIB + 512, 0x10_0000);
+        h.simulate_queue_event();
+        assert_eq!(h.status(at_limit), status::OK);
+        assert_eq!(h.status(over), status::IOERR);
+        let m = h.block.lock().unwrap().metrics();
+        assert_eq!(
+            m.write_bytes.count(),
+            MAX_REQUEST_BYTES,
+            "only the first was written"
+        );
+        assert_eq!(m.invalid_reqs_count.count(), 1);
+        let file = std::fs::read(h.file.path()).unwrap();
+        // The refused write would have reached 2 KiB past the first one's end.
+        let end = MAX_REQUEST_BYTES as usize;
+        let untouched = super::super::tests::harness::pattern(end as u64, 2048);
+        assert!(
+            file[end..end + 2048] == untouched[..],
+            "refused write hit the file"
+        );
+    }
+
+    #[test]
+    fn one_queue_event_moves_a_bounded_number_of_bytes() {
+        let mut h = BlockHarness::new(block_with(4 << 20, |_| {}));
+        // Five 4 MiB writes (three descriptors each: the 16-entry table holds five).
+        let statuses: Vec<u64> = (0..5).map(|_| big_write(&mut h, 1, 4 * MIB, 0)).collect();
+        let mut moved = Vec::new();
+        let mut events = 0;
+        while h.vq.used_idx() < 5 && events < 10 {
+            let before = h.block.lock().unwrap().metrics().write_bytes.count();
+            h.simulate_queue_event();
+            let block = h.block.lock().unwrap();
+            moved.push(block.metrics().write_bytes.count() - before);
+            let rearmed = block.queue_events()[0].read().is_ok();
+            if h.vq.used_idx() < 5 {
+                assert!(rearmed, "a drain stopped on bytes must re-kick itself");
+            }
+            drop(block);
+            events += 1;
+        }
+        assert!(statuses.iter().all(|&s| h.status(s) == status::OK));
+        assert!(
+            moved
+                .iter()
+                .all(|&b| b < MAX_DRAIN_BYTES + MAX_REQUEST_BYTES),
+            "{moved:?}"
+        );
+        assert_eq!(moved, [16 << 20, 4 << 20]);
+    }
+}

@@ -31,7 +31,8 @@ pub(crate) mod harness {
     pub const STATUS: u64 = 0x2_0000;
     /// Data buffers, 64 KiB apart.
     pub const DATA: u64 = 0x10_0000;
-    const QUEUE_SIZE: u16 = 16;
+    /// Queue size the harness configures.
+    pub const QUEUE_SIZE: u16 = 16;
 
     /// A block device and its backing file (filled with byte `i % 251` at offset `i`).
     pub struct TestDisk {
@@ -84,7 +85,17 @@ pub(crate) mod harness {
         pub fn with_features(disk: TestDisk, acked: u64) -> Self {
             // Leaked so the queue builder can borrow it for the harness's whole life.
             let mem: &'static GuestMemoryMmap = Box::leak(Box::new(single_region_mem(MEM_SIZE)));
-            let vq = VirtQueue::new(mem, GuestAddress(0), QUEUE_SIZE);
+            Self::with_memory(disk, acked, mem, GuestAddress(0))
+        }
+
+        /// The harness over `mem`, with the queue's descriptor table at `queue_at`.
+        pub fn with_memory(
+            disk: TestDisk,
+            acked: u64,
+            mem: &'static GuestMemoryMmap,
+            queue_at: GuestAddress,
+        ) -> Self {
+            let vq = VirtQueue::new(mem, queue_at, QUEUE_SIZE);
             let mut block = disk.block;
             vq.configure(&mut block.queues_mut()[0]);
             block.set_acked_features(acked);
