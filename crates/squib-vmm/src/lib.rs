@@ -21,6 +21,7 @@ pub mod device_manager;
 pub mod event_sources;
 pub mod exit_code;
 mod handlers;
+pub mod host_file;
 mod limiter_config;
 pub mod mmds_interceptor;
 pub mod net;

@@ -2,7 +2,6 @@
 //! (memory, VM, kernel, devices, command line, system tables, vCPUs), each failing with a
 //! [`StartMicrovmError`] that names what went wrong.
 
-use std::fs::File;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
@@ -29,6 +28,7 @@ use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::device_manager::{DeviceManager, LegacyDevices, SharedI8042, SharedSerial};
+use crate::host_file::{open_host_file, OpenSpec};
 use crate::limiter_config::build_rate_limiter;
 use crate::net::MmdsShared;
 use crate::resources::{ResourceError, VmResources};
@@ -197,10 +197,7 @@ fn attach_serial_and_i8042(
     let out_path = resources.serial().and_then(|s| s.serial_out_path.clone());
     let output: Box<dyn Write + Send> = match &out_path {
         Some(path) => Box::new(
-            File::options()
-                .create(true)
-                .append(true)
-                .open(path)
+            open_host_file(path, OpenSpec::output())
                 .map_err(|e| StartMicrovmError::SerialOutput(path.clone(), e))?,
         ),
         None => Box::new(std::io::stdout()),
