@@ -10,7 +10,13 @@ use super::metrics::{flush_metrics, write_periodic};
 use crate::builder::{build_microvm, BuildContext};
 use crate::controller::{not_supported, ActionError, ActionResult};
 use crate::vmm::{Vmm, VCPU_ACK_TIMEOUT};
-use crate::vstate::vcpu::VcpuCommand;
+use crate::vstate::vcpu::{pause_all, resume_all};
+
+fn not_running(doing: &str) -> ActionError {
+    ActionError::fault(format!(
+        "Internal error while {doing} the microVM: the microVM is not running"
+    ))
+}
 
 impl Vmm {
     /// `PUT /actions`.
@@ -72,20 +78,14 @@ impl Vmm {
         }
     }
 
-    fn command_all_vcpus(&mut self, command: VcpuCommand) -> Result<(), String> {
-        let Some(vm) = &self.running else {
-            return Err("the microVM is not running".to_owned());
-        };
-        for vcpu in &vm.vcpus {
-            vcpu.command(command, VCPU_ACK_TIMEOUT)
-                .map_err(|e| e.to_string())?;
-        }
-        Ok(())
-    }
-
-    /// `PATCH /vm {"state": "Paused"}`: every vCPU leaves `KVM_RUN` and waits.
+    /// `PATCH /vm {"state": "Paused"}`: every vCPU leaves `KVM_RUN` and waits. When one
+    /// vCPU fails to pause, the others are resumed and the VM stays `Running`.
     fn pause(&mut self) -> ActionResult {
-        self.command_all_vcpus(VcpuCommand::Pause).map_err(|e| {
+        let vm = self
+            .running
+            .as_ref()
+            .ok_or_else(|| not_running("pausing"))?;
+        pause_all(&vm.vcpus, VCPU_ACK_TIMEOUT).map_err(|e| {
             ActionError::fault(format!("Internal error while pausing the microVM: {e}"))
         })?;
         self.set_state(VmState::Paused);
@@ -95,7 +95,11 @@ impl Vmm {
 
     /// `PATCH /vm {"state": "Resumed"}`: every vCPU runs again.
     fn resume(&mut self) -> ActionResult {
-        self.command_all_vcpus(VcpuCommand::Resume).map_err(|e| {
+        let vm = self
+            .running
+            .as_ref()
+            .ok_or_else(|| not_running("resuming"))?;
+        resume_all(&vm.vcpus, VCPU_ACK_TIMEOUT).map_err(|e| {
             ActionError::fault(format!("Internal error while resuming the microVM: {e}"))
         })?;
         self.set_state(VmState::Running);
