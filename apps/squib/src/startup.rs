@@ -36,6 +36,7 @@ pub fn run(args: impl IntoIterator<Item = String>) -> i32 {
         return code.code();
     }
     crate::panic_hook::install();
+    squib_vmm::device_metrics::register_zeroed_device_groups();
     if let Err(e) = crate::signals::install() {
         log::error!("{e}");
         return FcExitCode::GenericError.code();
@@ -188,6 +189,31 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     use super::*;
+
+    #[test]
+    fn device_groups_print_firecrackers_zeroed_fields_not_empty_objects() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("metrics");
+        squib_logger::metrics::init_metrics(&path).unwrap();
+        squib_vmm::device_metrics::register_zeroed_device_groups();
+        squib_logger::metrics::write_metrics().unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let line: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+        let fields = |key: &str| line[key].as_object().map_or(0, serde_json::Map::len);
+        for (key, min_fields) in [
+            ("balloon", 13),
+            ("block", 10),
+            ("net", 10),
+            ("vsock", 20),
+            ("entropy", 5),
+            ("pmem", 4),
+            ("memory_hotplug", 18),
+        ] {
+            assert!(fields(key) >= min_fields, "{key}: {}", line[key]);
+        }
+        assert_eq!(line["vsock"]["conns_added"], 0);
+        assert_eq!(line["block"]["activate_fails"], 0);
+    }
 
     #[test]
     fn the_api_socket_is_created_owner_only_and_the_umask_restored() {

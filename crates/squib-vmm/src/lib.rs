@@ -18,6 +18,7 @@ pub mod builder;
 pub mod config_file;
 pub mod controller;
 pub mod device_manager;
+pub mod device_metrics;
 pub mod event_sources;
 pub mod exit_code;
 mod handlers;
