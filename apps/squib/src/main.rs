@@ -6,6 +6,7 @@
 //! with Firecracker's exit code.
 
 mod cli;
+mod panic_hook;
 mod signals;
 mod startup;
 

@@ -35,6 +35,8 @@ pub fn run(args: impl IntoIterator<Item = String>) -> i32 {
     if let Err(code) = init_logging(&cli) {
         return code.code();
     }
+    crate::panic_hook::install();
+    squib_vmm::device_metrics::register_zeroed_device_groups();
     if let Err(e) = crate::signals::install() {
         log::error!("{e}");
         return FcExitCode::GenericError.code();
@@ -128,7 +130,10 @@ fn start_api_server(
         max_payload_size: cli.http_api_max_payload_size,
         mmds_size_limit: cli.mmds_size_limit.unwrap_or(cli.http_api_max_payload_size),
     };
-    let server = ApiServer::bind(config).map_err(|e| {
+    // The socket is created by bind(2) with 0777 & ~umask: bind with a umask that leaves
+    // only the owner's read and write, so there is no window before the server's chmod in
+    // which another user could connect.
+    let server = with_umask(API_SOCKET_UMASK, || ApiServer::bind(config)).map_err(|e| {
         log::error!("{e}");
         FcExitCode::GenericError
     })?;
@@ -142,6 +147,20 @@ fn start_api_server(
         FcExitCode::GenericError
     })?;
     Ok(receiver)
+}
+
+/// The umask the API socket is created under: mode 0600.
+const API_SOCKET_UMASK: libc::mode_t = 0o177;
+
+/// Run `f` with the process umask set to `mask`, then restore the previous one. The umask
+/// is process-wide: call this only while no other thread creates files (at start-up).
+fn with_umask<T>(mask: libc::mode_t, f: impl FnOnce() -> T) -> T {
+    // SAFETY: umask(2) only swaps an integer in the process; it cannot fail.
+    let previous = unsafe { libc::umask(mask) };
+    let result = f();
+    // SAFETY: as above, restoring the value umask(2) returned.
+    unsafe { libc::umask(previous) };
+    result
 }
 
 /// `api_server.process_startup_time_us` / `_cpu_us`, from `--start-time-us` when a jailer
@@ -163,4 +182,54 @@ fn boot_from_config_file(vmm: &mut Vmm, path: &Path) -> Result<(), String> {
         .map_err(|e| format!("Cannot read the configuration file {}: {e}", path.display()))?;
     vmm.boot_from_config(&bytes)
         .map_err(|e| format!("Building VMM configured from cmdline json failed: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn device_groups_print_firecrackers_zeroed_fields_not_empty_objects() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("metrics");
+        squib_logger::metrics::init_metrics(&path).unwrap();
+        squib_vmm::device_metrics::register_zeroed_device_groups();
+        squib_logger::metrics::write_metrics().unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let line: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+        let fields = |key: &str| line[key].as_object().map_or(0, serde_json::Map::len);
+        for (key, min_fields) in [
+            ("balloon", 13),
+            ("block", 10),
+            ("net", 10),
+            ("vsock", 20),
+            ("entropy", 5),
+            ("pmem", 4),
+            ("memory_hotplug", 18),
+        ] {
+            assert!(fields(key) >= min_fields, "{key}: {}", line[key]);
+        }
+        assert_eq!(line["vsock"]["conns_added"], 0);
+        assert_eq!(line["block"]["activate_fails"], 0);
+    }
+
+    #[test]
+    fn the_api_socket_is_created_owner_only_and_the_umask_restored() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("api.sock");
+        // SAFETY: umask(2) only swaps an integer in the process.
+        let outer = unsafe { libc::umask(0o022) };
+        let listener = with_umask(API_SOCKET_UMASK, || {
+            std::os::unix::net::UnixListener::bind(&path)
+        })
+        .unwrap();
+        // SAFETY: as above; reads back (and restores) the umask `with_umask` left.
+        let after = unsafe { libc::umask(outer) };
+        assert_eq!(after, 0o022);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{mode:o}");
+        drop(listener);
+    }
 }

@@ -11,7 +11,9 @@
 //!   (loaded low, from 1 MiB) and its early allocations are least likely to meet it.
 //!
 //! Sizes are checked against guest memory before anything is copied, so a kernel or initrd
-//! larger than the guest fails with an error naming both sizes, not a bare read failure.
+//! larger than the guest fails with an error naming both sizes, not a bare read failure. An
+//! ELF is measured by what it loads (its `PT_LOAD` segments, bss included), not by its file
+//! size: a `vmlinux` with debug sections is often larger on disk than the guest it boots in.
 
 use std::io::{Read, Seek, SeekFrom};
 
@@ -132,8 +134,14 @@ pub fn load_kernel<F>(mem: &GuestMemoryMmap, kernel: &mut F) -> Result<LoadedKer
 where
     F: Read + ReadVolatile + Seek,
 {
-    let size = image_size(kernel, "kernel")?;
     let available = low_ram_end(mem).saturating_sub(HIMEM_START);
+    let size = match elf_load_end(kernel)? {
+        // Segments end past RAM: refuse before copying (a bare read error otherwise).
+        Some(end) if end > low_ram_end(mem) => end.saturating_sub(HIMEM_START),
+        Some(_) => 0,
+        // A bzImage is loaded as it is on disk.
+        None => image_size(kernel, "kernel")?,
+    };
     if size > available {
         return Err(KernelError::KernelTooLarge { size, available });
     }
@@ -261,6 +269,43 @@ where
 fn low_ram_end(mem: &GuestMemoryMmap) -> u64 {
     mem.find_region(GuestAddress(0))
         .map_or(0, |r| (r.start_addr().0 + r.len()).min(MMIO32_START))
+}
+
+/// Where an ELF image's `PT_LOAD` segments end in guest memory (`None` if the image is not
+/// a readable 64-bit ELF: the loaders then say what is wrong). Leaves the image at its start.
+fn elf_load_end<F: Read + Seek>(image: &mut F) -> Result<Option<u64>, KernelError> {
+    const PT_LOAD: u32 = 1;
+    let read_err = |source| KernelError::Read {
+        what: "kernel",
+        source,
+    };
+    let mut end = None;
+    let mut ehdr = [0u8; 64];
+    image.seek(SeekFrom::Start(0)).map_err(read_err)?;
+    if image.read_exact(&mut ehdr).is_ok() && ehdr[..4] == *b"\x7fELF" && ehdr[4] == 2 {
+        let u16_at = |b: &[u8], o: usize| u16::from_le_bytes([b[o], b[o + 1]]);
+        let u64_at =
+            |b: &[u8], o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap_or([0; 8]));
+        let phoff = u64_at(&ehdr, 32);
+        let phentsize = u64::from(u16_at(&ehdr, 54));
+        let mut phdr = [0u8; 56];
+        for i in 0..u64::from(u16_at(&ehdr, 56)) {
+            let at = phoff.saturating_add(i.saturating_mul(phentsize));
+            if phentsize < 56
+                || image.seek(SeekFrom::Start(at)).is_err()
+                || image.read_exact(&mut phdr).is_err()
+            {
+                end = None;
+                break;
+            }
+            if u32::from_le_bytes([phdr[0], phdr[1], phdr[2], phdr[3]]) == PT_LOAD {
+                let seg_end = u64_at(&phdr, 24).saturating_add(u64_at(&phdr, 40));
+                end = Some(end.map_or(seg_end, |e: u64| e.max(seg_end)));
+            }
+        }
+    }
+    image.seek(SeekFrom::Start(0)).map_err(read_err)?;
+    Ok(end)
 }
 
 /// Length of a seekable image, left positioned at its start.

@@ -5,9 +5,13 @@
 //! (opening the kernel, initrd and drive files and the network interfaces' TAPs, as
 //! Firecracker does at PUT time) or other resources (one root device, unique guest MACs,
 //! memory vs. balloon size). It also holds the MMDS document the net devices' endpoints read.
+//!
+//! Files are opened through [`open_host_file`]: never blocking the VMM thread, and kept only
+//! when they are of a type that makes sense (a kernel is a regular file, a drive a regular
+//! file or a block device). The opened files are kept until boot.
 
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use squib_api::schemas::{
@@ -19,6 +23,7 @@ use squib_devices::virtio::block::{Block, BlockConfig, BlockError, CacheMode};
 use squib_devices::virtio::net::NetError;
 use squib_devices::virtio::vsock::{Vsock, VsockError};
 
+use crate::host_file::{open_host_file, same_file, HostFileError, OpenSpec};
 use crate::limiter_config::build_rate_limiter;
 use crate::mmds_interceptor::SharedMmdsStore;
 use crate::net::NetInterface;
@@ -32,13 +37,19 @@ pub const DEFAULT_KERNEL_CMDLINE: &str =
 pub enum ResourceError {
     /// The kernel image cannot be opened.
     #[error("The kernel file cannot be opened: {0}")]
-    KernelFile(#[source] std::io::Error),
+    KernelFile(#[source] HostFileError),
     /// The initrd cannot be opened.
     #[error("The initrd file cannot be opened: {0}")]
-    InitrdFile(#[source] std::io::Error),
+    InitrdFile(#[source] HostFileError),
     /// A drive's backing file cannot be opened.
     #[error("Unable to open the block device backing file {}: {}", .0.display(), .1)]
     DriveFile(PathBuf, #[source] std::io::Error),
+    /// A drive's backing file is of the wrong type (a directory, a FIFO, ...).
+    #[error("Invalid block device backing file: {0}")]
+    DriveFileType(#[source] HostFileError),
+    /// The path of a drive now names another file than the one opened at PUT time.
+    #[error("The block device backing file {} was replaced after it was configured", .0.display())]
+    DriveFileReplaced(PathBuf),
     /// A second root device.
     #[error("A root block device already exists!")]
     RootBlockDeviceAlreadyAdded,
@@ -76,7 +87,9 @@ impl BootSource {
     /// # Errors
     /// [`ResourceError::KernelFile`] when the descriptor cannot be duplicated.
     pub fn kernel_file(&self) -> Result<File, ResourceError> {
-        self.kernel.try_clone().map_err(ResourceError::KernelFile)
+        self.kernel
+            .try_clone()
+            .map_err(|e| ResourceError::KernelFile(HostFileError::Open(e)))
     }
 
     /// A fresh handle on the initrd, if one is configured.
@@ -86,26 +99,61 @@ impl BootSource {
     pub fn initrd_file(&self) -> Result<Option<File>, ResourceError> {
         self.initrd
             .as_ref()
-            .map(|f| f.try_clone().map_err(ResourceError::InitrdFile))
+            .map(|f| {
+                f.try_clone()
+                    .map_err(|e| ResourceError::InitrdFile(HostFileError::Open(e)))
+            })
             .transpose()
     }
 }
 
-/// A configured drive.
+/// A configured drive and the backing file opened at PUT time.
 #[derive(Debug, Clone)]
 pub struct Drive {
     /// As configured.
     pub config: DriveConfig,
+    file: Arc<File>,
+}
+
+/// Why a drive's block device could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum DriveBuildError {
+    /// The backing file checks failed (wrong type, replaced since PUT).
+    #[error(transparent)]
+    Resource(#[from] ResourceError),
+    /// The device could not be created.
+    #[error(transparent)]
+    Block(#[from] BlockError),
+}
+
+/// Open a drive's backing file as a disk: without blocking, regular file or block device.
+///
+/// # Errors
+/// [`ResourceError::DriveFile`] with the OS error, [`ResourceError::DriveFileType`] naming
+/// what the path is.
+pub fn open_drive_file(path: &std::path::Path, read_only: bool) -> Result<File, ResourceError> {
+    open_host_file(path, OpenSpec::disk(read_only)).map_err(|e| match e {
+        HostFileError::Open(e) => ResourceError::DriveFile(path.to_owned(), e),
+        other => ResourceError::DriveFileType(other),
+    })
 }
 
 impl Drive {
     /// The virtio-block device for this drive.
     ///
+    /// The path is opened again without blocking and must still name the file opened at
+    /// PUT time, so the device's own (blocking) open cannot land on a FIFO or a directory
+    /// swapped in since.
+    ///
     /// # Errors
-    /// [`BlockError`] when the backing file cannot be opened or sized.
-    pub fn build_block(&self) -> Result<Block, BlockError> {
+    /// [`DriveBuildError`] when the path changed or the device cannot be built.
+    pub fn build_block(&self) -> Result<Block, DriveBuildError> {
         let path = self.config.path_on_host.clone().unwrap_or_default();
-        Block::new(BlockConfig {
+        let now = open_drive_file(&path, self.config.is_read_only)?;
+        if !same_file(&self.file, &now).unwrap_or(false) {
+            return Err(ResourceError::DriveFileReplaced(path).into());
+        }
+        Ok(Block::new(BlockConfig {
             drive_id: self.config.drive_id.as_str().to_owned(),
             path,
             read_only: self.config.is_read_only,
@@ -120,7 +168,7 @@ impl Drive {
                 .map(build_rate_limiter)
                 .transpose()
                 .map_err(BlockError::EventFd)?,
-        })
+        })?)
     }
 }
 
@@ -160,10 +208,6 @@ pub struct VsockResource {
     pub device: Arc<Mutex<Vsock>>,
 }
 
-fn open_readable(path: &Path) -> std::io::Result<File> {
-    File::open(path)
-}
-
 impl VmResources {
     /// The machine configuration (defaults until a PUT/PATCH).
     #[must_use]
@@ -187,11 +231,12 @@ impl VmResources {
     /// # Errors
     /// [`ResourceError::KernelFile`] / [`ResourceError::InitrdFile`] with the OS error.
     pub fn set_boot_source(&mut self, config: BootSourceConfig) -> Result<(), ResourceError> {
-        let kernel = open_readable(&config.kernel_image_path).map_err(ResourceError::KernelFile)?;
+        let kernel = open_host_file(&config.kernel_image_path, OpenSpec::read_regular())
+            .map_err(ResourceError::KernelFile)?;
         let initrd = config
             .initrd_path
             .as_deref()
-            .map(|p| open_readable(p).map_err(ResourceError::InitrdFile))
+            .map(|p| open_host_file(p, OpenSpec::read_regular()).map_err(ResourceError::InitrdFile))
             .transpose()?;
         self.boot_source = Some(BootSource {
             config,
@@ -235,21 +280,16 @@ impl VmResources {
         if config.is_root_device && other_root {
             return Err(ResourceError::RootBlockDeviceAlreadyAdded);
         }
-        if let Some(path) = &config.path_on_host {
-            File::options()
-                .read(true)
-                .write(!config.is_read_only)
-                .open(path)
-                .map_err(|e| ResourceError::DriveFile(path.clone(), e))?;
-        } else if config.socket.is_none() {
+        let Some(path) = &config.path_on_host else {
             return Err(ResourceError::NoBackingFile(
                 config.drive_id.as_str().to_owned(),
             ));
-        }
+        };
+        let file = Arc::new(open_drive_file(path, config.is_read_only)?);
         if let Some(i) = existing {
             self.drives.remove(i);
         }
-        let drive = Drive { config };
+        let drive = Drive { config, file };
         if drive.config.is_root_device {
             self.drives.insert(0, drive);
         } else {
@@ -397,3 +437,7 @@ impl VmResources {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "resources_tests.rs"]
+mod tests;

@@ -89,6 +89,9 @@ impl TryFrom<RawDrive> for DriveConfig {
         {
             return Err(SchemaError::InvalidBlockConfig);
         }
+        if let Some(uuid) = raw.partuuid.as_deref().filter(|u| !is_partuuid(u)) {
+            return Err(SchemaError::InvalidPartuuid(uuid.to_owned()));
+        }
         Ok(Self {
             drive_id,
             partuuid: raw.partuuid,
@@ -101,6 +104,26 @@ impl TryFrom<RawDrive> for DriveConfig {
             socket: raw.socket.map(|s| socket_path("socket", s)).transpose()?,
         })
     }
+}
+
+/// Whether `s` is what Linux takes after `root=PARTUUID=`: a GPT partition UUID
+/// (`00112233-4455-6677-8899-aabbccddeeff`) or an MBR disk signature and partition number
+/// (`SSSSSSSS-PP`), optionally followed by `/PARTNROFF=<n>`. Nothing else may reach the
+/// kernel command line (a space or a quote would add kernel or init arguments).
+fn is_partuuid(s: &str) -> bool {
+    let (id, offset) = match s.split_once("/PARTNROFF=") {
+        Some((id, n)) => (id, Some(n)),
+        None => (s, None),
+    };
+    let groups: Vec<&str> = id.split('-').collect();
+    let lens: Vec<usize> = groups.iter().map(|g| g.len()).collect();
+    let shape_ok = lens == [8, 4, 4, 4, 12] || lens == [8, 2];
+    let hex_ok = groups
+        .iter()
+        .all(|g| g.bytes().all(|b| b.is_ascii_hexdigit()));
+    let offset_ok = offset
+        .is_none_or(|n| !n.is_empty() && n.len() <= 9 && n.bytes().all(|b| b.is_ascii_digit()));
+    shape_ok && hex_ok && offset_ok
 }
 
 /// `PATCH /drives/{id}` body.
@@ -167,6 +190,44 @@ mod tests {
             serde_json::to_string(&d).unwrap(),
             r#"{"drive_id":"rootfs","partuuid":null,"is_root_device":true,"cache_type":"Unsafe","is_read_only":false,"path_on_host":"/r","rate_limiter":null,"io_engine":"Sync","socket":null}"#
         );
+    }
+
+    #[test]
+    fn partuuid_accepts_gpt_and_mbr_ids() {
+        for uuid in [
+            "0eaa91a0-01",
+            "0EAA91A0-01",
+            "6a1a6e2b-1c55-4c3e-9e0a-2f3c5c1d9e7b",
+            "0eaa91a0-01/PARTNROFF=1",
+        ] {
+            let json = format!(
+                r#"{{"drive_id":"r","path_on_host":"/r","is_root_device":true,"partuuid":"{uuid}"}}"#
+            );
+            assert_eq!(parse(&json).unwrap().partuuid.as_deref(), Some(uuid));
+        }
+    }
+
+    #[test]
+    fn partuuid_refuses_anything_that_would_change_the_command_line() {
+        for uuid in [
+            "",
+            "0eaa91a0-01 init=/bin/sh",
+            "0eaa91a0-01\" quiet",
+            "0eaa91a0-01 -- x",
+            "zzzzzzzz-01",
+            "0eaa91a0",
+            "6a1a6e2b-1c55-4c3e-9e0a-2f3c5c1d9e7",
+            "0eaa91a0-01/PARTNROFF=",
+            "0eaa91a0-01/PARTNROFF=1 ro",
+        ] {
+            let json = serde_json::json!({
+                "drive_id": "r", "path_on_host": "/r", "is_root_device": true, "partuuid": uuid
+            });
+            let err = DriveConfig::try_from(serde_json::from_value::<RawDrive>(json).unwrap())
+                .unwrap_err();
+            assert_eq!(err, SchemaError::InvalidPartuuid(uuid.to_owned()));
+            assert!(err.to_string().starts_with("The partuuid "), "{err}");
+        }
     }
 
     #[test]

@@ -103,4 +103,7 @@ pub enum SchemaError {
     /// A PATCH body that changes nothing.
     #[error("Empty PATCH request.")]
     EmptyPatch,
+    /// A `partuuid` that is not a partition UUID (it goes into the kernel command line).
+    #[error("The partuuid {0:?} is invalid: expected a GPT UUID (8-4-4-4-12 hexadecimal digits) or an MBR partition id (8-2 hexadecimal digits), optionally followed by /PARTNROFF=<number>.")]
+    InvalidPartuuid(String),
 }

@@ -106,6 +106,27 @@ fn kernel_larger_than_memory_is_refused_by_size() {
 }
 
 #[test]
+fn elf_is_measured_by_its_segments_not_its_file_size() {
+    let mem = mem(4 * MIB);
+    // 4 MiB of debug sections after a small segment: the file is larger than the guest.
+    let mut img = elf_image(&[0x90; 0x100], 0x1000, None);
+    img.resize(img.len() + 4 * MIB, 0);
+    let k = load_kernel(&mem, &mut Cursor::new(img)).unwrap();
+    assert_eq!(k.kernel_end, GuestAddress(0x20_1000));
+}
+
+#[test]
+fn elf_segments_past_memory_are_refused_by_size_before_copying() {
+    let mem = mem(4 * MIB);
+    let img = elf_image(&vec![0x90; 3 * MIB], 3 << 20, None);
+    let err = load_kernel(&mem, &mut Cursor::new(img)).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "kernel of 4194304 bytes does not fit the 3145728 bytes of guest memory above 1 MiB"
+    );
+}
+
+#[test]
 fn initrd_goes_page_aligned_at_the_top_of_low_ram() {
     let mem = mem(16 * MIB);
     let data: Vec<u8> = (0..5000u32).map(|i| i as u8).collect();

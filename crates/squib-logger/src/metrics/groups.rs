@@ -337,6 +337,144 @@ metric_group! {
     }
 }
 
+// Device groups Firecracker always prints, for devices squib does not build yet: registered
+// zeroed (`register_group`) so a metrics line shows Firecracker's fields, not `{}`. A device
+// that registers its own group under the same key replaces them.
+
+metric_group! {
+    /// `vsock` (Firecracker `devices/virtio/vsock/metrics.rs`).
+    VsockDeviceMetrics {
+        /// Activation failures.
+        activate_fails: IncMetric,
+        /// Config space failures.
+        cfg_fails: IncMetric,
+        /// RX queue event failures.
+        rx_queue_event_fails: IncMetric,
+        /// TX queue event failures.
+        tx_queue_event_fails: IncMetric,
+        /// Event queue event failures.
+        ev_queue_event_fails: IncMetric,
+        /// Muxer event failures.
+        muxer_event_fails: IncMetric,
+        /// Connection event failures.
+        conn_event_fails: IncMetric,
+        /// RX queue events.
+        rx_queue_event_count: IncMetric,
+        /// TX queue events.
+        tx_queue_event_count: IncMetric,
+        /// Bytes received.
+        rx_bytes_count: IncMetric,
+        /// Bytes sent.
+        tx_bytes_count: IncMetric,
+        /// Packets received.
+        rx_packets_count: IncMetric,
+        /// Packets sent.
+        tx_packets_count: IncMetric,
+        /// Connections added.
+        conns_added: IncMetric,
+        /// Connections killed.
+        conns_killed: IncMetric,
+        /// Connections removed.
+        conns_removed: IncMetric,
+        /// Kill queue resyncs.
+        killq_resync: IncMetric,
+        /// Flush failures.
+        tx_flush_fails: IncMetric,
+        /// Write failures.
+        tx_write_fails: IncMetric,
+        /// Read failures.
+        rx_read_fails: IncMetric,
+    }
+}
+
+metric_group! {
+    /// `balloon` (Firecracker `devices/virtio/balloon/metrics.rs`).
+    BalloonDeviceMetrics {
+        /// Activation failures.
+        activate_fails: IncMetric,
+        /// Config space write failures.
+        cfg_fails: IncMetric,
+        /// Inflations.
+        inflate_count: IncMetric,
+        /// Statistics updates.
+        stats_updates_count: IncMetric,
+        /// Statistics update failures.
+        stats_update_fails: IncMetric,
+        /// Deflations.
+        deflate_count: IncMetric,
+        /// Event failures.
+        event_fails: IncMetric,
+        /// Free page reports.
+        free_page_report_count: IncMetric,
+        /// Memory freed by reporting.
+        free_page_report_freed: IncMetric,
+        /// Reporting failures.
+        free_page_report_fails: IncMetric,
+        /// Free page hints.
+        free_page_hint_count: IncMetric,
+        /// Memory freed by hinting.
+        free_page_hint_freed: IncMetric,
+        /// Hinting failures.
+        free_page_hint_fails: IncMetric,
+    }
+}
+
+metric_group! {
+    /// `pmem` (Firecracker `devices/virtio/pmem/metrics.rs`).
+    PmemDeviceMetrics {
+        /// Activation failures.
+        activate_fails: IncMetric,
+        /// Config space failures.
+        cfg_fails: IncMetric,
+        /// Event failures.
+        event_fails: IncMetric,
+        /// Queue events.
+        queue_event_count: IncMetric,
+    }
+}
+
+metric_group! {
+    /// `memory_hotplug` (Firecracker `devices/virtio/mem/metrics.rs`).
+    MemoryHotplugMetrics {
+        /// Activation failures.
+        activate_fails: IncMetric,
+        /// Queue event failures.
+        queue_event_fails: IncMetric,
+        /// Queue events.
+        queue_event_count: IncMetric,
+        /// Plug latency.
+        plug_agg: LatencyAggregateMetrics,
+        /// Plugs.
+        plug_count: IncMetric,
+        /// Plugged bytes.
+        plug_bytes: IncMetric,
+        /// Plug failures.
+        plug_fails: IncMetric,
+        /// Unplug latency.
+        unplug_agg: LatencyAggregateMetrics,
+        /// Unplugs.
+        unplug_count: IncMetric,
+        /// Unplugged bytes.
+        unplug_bytes: IncMetric,
+        /// Unplug failures.
+        unplug_fails: IncMetric,
+        /// Discard failures during unplugs.
+        unplug_discard_fails: IncMetric,
+        /// UnplugAll latency.
+        unplug_all_agg: LatencyAggregateMetrics,
+        /// UnplugAlls.
+        unplug_all_count: IncMetric,
+        /// UnplugAll failures.
+        unplug_all_fails: IncMetric,
+        /// State latency.
+        state_agg: LatencyAggregateMetrics,
+        /// States.
+        state_count: IncMetric,
+        /// State failures.
+        state_fails: IncMetric,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -368,5 +506,28 @@ mod tests {
         ] {
             assert!(text.contains(&format!("\"{key}\":0")), "{key} in {text}");
         }
+    }
+
+    #[test]
+    fn zeroed_device_groups_have_firecrackers_field_counts() {
+        let count = |v: serde_json::Value| v.as_object().unwrap().len();
+        assert_eq!(
+            count(serde_json::to_value(VsockDeviceMetrics::new()).unwrap()),
+            20
+        );
+        assert_eq!(
+            count(serde_json::to_value(BalloonDeviceMetrics::new()).unwrap()),
+            13
+        );
+        assert_eq!(
+            count(serde_json::to_value(PmemDeviceMetrics::new()).unwrap()),
+            4
+        );
+        let mem = serde_json::to_value(MemoryHotplugMetrics::new()).unwrap();
+        assert_eq!(
+            mem["plug_agg"],
+            serde_json::json!({"min_us": 0, "max_us": 0, "sum_us": 0})
+        );
+        assert_eq!(count(mem), 18);
     }
 }

@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 
 use crate::device_manager::{LegacyError, MmioError};
-use crate::resources::ResourceError;
+use crate::host_file::HostFileError;
+use crate::resources::{DriveBuildError, ResourceError};
 use crate::vstate::vm::VmError;
 
 /// One variant per build step that can fail.
@@ -50,7 +51,7 @@ pub enum StartMicrovmError {
     EventFd(#[source] std::io::Error),
     /// The serial output file could not be opened.
     #[error("Cannot open the serial output {}: {}", .0.display(), .1)]
-    SerialOutput(PathBuf, #[source] std::io::Error),
+    SerialOutput(PathBuf, #[source] HostFileError),
     /// A legacy device could not be attached.
     #[error(transparent)]
     Legacy(#[from] LegacyError),
@@ -69,4 +70,13 @@ pub enum StartMicrovmError {
     /// A vCPU thread could not be started.
     #[error("Cannot spawn a vCPU thread: {0}")]
     SpawnVcpu(#[source] std::io::Error),
+}
+
+impl From<DriveBuildError> for StartMicrovmError {
+    fn from(e: DriveBuildError) -> Self {
+        match e {
+            DriveBuildError::Resource(e) => Self::Resource(e),
+            DriveBuildError::Block(e) => Self::Block(e),
+        }
+    }
 }

@@ -2,7 +2,6 @@
 //! (memory, VM, kernel, devices, command line, system tables, vCPUs), each failing with a
 //! [`StartMicrovmError`] that names what went wrong.
 
-use std::fs::File;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
@@ -30,6 +29,7 @@ use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::device_manager::{DeviceManager, LegacyDevices, SharedI8042, SharedSerial};
+use crate::host_file::{open_host_file, OpenSpec};
 use crate::limiter_config::build_rate_limiter;
 use crate::net::MmdsShared;
 use crate::resources::{ResourceError, VmResources};
@@ -148,22 +148,19 @@ pub fn build_microvm(
     )?;
 
     let vcpu_fds = create_vcpus(&kvm, &vm, &mem, &kernel, machine.vcpu_count, machine.smt)?;
-    for subscriber in subscribers {
-        events.add_subscriber(subscriber);
-    }
     let pio_bus = Arc::new(devices.pio_bus);
     let mmio_bus = Arc::new(devices.mmio_bus);
-    let mut vcpus = Vec::with_capacity(vcpu_fds.len());
-    for (index, fd) in (0u8..).zip(vcpu_fds) {
-        let runner = VcpuRunner {
-            index,
-            fd,
-            pio_bus: pio_bus.clone(),
-            mmio_bus: mmio_bus.clone(),
-            stop: ctx.stop.clone(),
-            instance_start: (index == 0).then_some(ctx.instant),
-        };
-        vcpus.push(runner.spawn().map_err(StartMicrovmError::SpawnVcpu)?);
+    let runners = (0u8..).zip(vcpu_fds).map(|(index, fd)| VcpuRunner {
+        index,
+        fd,
+        pio_bus: pio_bus.clone(),
+        mmio_bus: mmio_bus.clone(),
+        stop: ctx.stop.clone(),
+        instance_start: (index == 0).then_some(ctx.instant),
+    });
+    let vcpus = spawn_vcpus(runners)?;
+    for subscriber in subscribers {
+        events.add_subscriber(subscriber);
     }
 
     let cmdline = cmdline
@@ -187,6 +184,30 @@ pub fn build_microvm(
     })
 }
 
+/// Spawn every vCPU thread (each parked), then start them all. When a spawn fails, the
+/// threads already spawned end without having run the guest.
+fn spawn_vcpus(
+    runners: impl Iterator<Item = VcpuRunner>,
+) -> Result<Vec<VcpuHandle>, StartMicrovmError> {
+    let mut vcpus = Vec::new();
+    for runner in runners {
+        match runner.spawn() {
+            Ok(handle) => vcpus.push(handle),
+            Err(e) => {
+                vcpus.into_iter().for_each(VcpuHandle::abandon);
+                return Err(StartMicrovmError::SpawnVcpu(e));
+            }
+        }
+    }
+    for vcpu in &vcpus {
+        // A parked thread only ends if its handle is dropped: this cannot fail here.
+        if let Err(e) = vcpu.start() {
+            log::error!("Cannot start a vCPU: {e}");
+        }
+    }
+    Ok(vcpus)
+}
+
 /// A block device shared by its MMIO transport and the event loop, with its drive id.
 pub type AttachedBlock = (String, Arc<Mutex<Block>>);
 
@@ -202,10 +223,7 @@ fn attach_serial_and_i8042(
     let out_path = resources.serial().and_then(|s| s.serial_out_path.clone());
     let output: Box<dyn Write + Send> = match &out_path {
         Some(path) => Box::new(
-            File::options()
-                .create(true)
-                .append(true)
-                .open(path)
+            open_host_file(path, OpenSpec::output())
                 .map_err(|e| StartMicrovmError::SerialOutput(path.clone(), e))?,
         ),
         None => Box::new(std::io::stdout()),

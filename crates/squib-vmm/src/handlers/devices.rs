@@ -12,7 +12,7 @@ use squib_api::schemas::{
 use super::config::json_response;
 use crate::controller::{not_supported, ActionError, ActionResult};
 use crate::limiter_config::{rate_limiter_update, update_block_rate_limiter};
-use crate::resources::ResourceError;
+use crate::resources::{open_drive_file, ResourceError};
 use crate::vmm::Vmm;
 
 /// Post-boot `PUT` of a device is PCI hotplug, which squib (like Firecracker without
@@ -49,6 +49,10 @@ impl Vmm {
     /// `PATCH /drives/{id}` after boot: swap the backing file or change the rate limiter.
     pub(crate) fn patch_drive(&mut self, patch: DrivePatch) -> ActionResult {
         let drive_id = patch.drive_id.as_str();
+        let read_only = self
+            .resources
+            .drive(drive_id)
+            .is_some_and(|d| d.config.is_read_only);
         let block = self
             .running
             .as_ref()
@@ -59,6 +63,12 @@ impl Vmm {
             })?;
         let mut block = block.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(path) = &patch.path_on_host {
+            // Check the new path without blocking first: a FIFO or a directory must not
+            // reach the device's own (blocking) open.
+            if let Err(e) = open_drive_file(path, read_only) {
+                block.metrics().update_fails.inc();
+                return Err(e.into());
+            }
             block.update_path(path)?;
         }
         if let Some(limiter) = &patch.rate_limiter {

@@ -5,12 +5,28 @@ use squib_api::action::ApiResponse;
 use squib_api::mirror::VmState;
 use squib_api::schemas::{InstanceAction, SnapshotCreateConfig, SnapshotLoadConfig, VmStateChange};
 use squib_devices::legacy::boot_timer::TimestampUs;
+use squib_logger::metrics::{StoreMetric, METRICS};
+use squib_logger::time::monotonic_us;
 
 use super::metrics::{flush_metrics, write_periodic};
 use crate::builder::{build_microvm, BuildContext};
 use crate::controller::{not_supported, ActionError, ActionResult};
 use crate::vmm::{Vmm, VCPU_ACK_TIMEOUT};
-use crate::vstate::vcpu::VcpuCommand;
+use crate::vstate::vcpu::{pause_all, resume_all};
+
+/// Store the microseconds since `start_us` in `metric` (Firecracker's
+/// `update_metric_with_elapsed_time`) and return them.
+fn store_elapsed(metric: &StoreMetric, start_us: u64) -> u64 {
+    let us = monotonic_us().saturating_sub(start_us);
+    metric.store(us);
+    us
+}
+
+fn not_running(doing: &str) -> ActionError {
+    ActionError::fault(format!(
+        "Internal error while {doing} the microVM: the microVM is not running"
+    ))
+}
 
 impl Vmm {
     /// `PUT /actions`.
@@ -72,22 +88,19 @@ impl Vmm {
         }
     }
 
-    fn command_all_vcpus(&mut self, command: VcpuCommand) -> Result<(), String> {
-        let Some(vm) = &self.running else {
-            return Err("the microVM is not running".to_owned());
-        };
-        for vcpu in &vm.vcpus {
-            vcpu.command(command, VCPU_ACK_TIMEOUT)
-                .map_err(|e| e.to_string())?;
-        }
-        Ok(())
-    }
-
-    /// `PATCH /vm {"state": "Paused"}`: every vCPU leaves `KVM_RUN` and waits.
+    /// `PATCH /vm {"state": "Paused"}`: every vCPU leaves `KVM_RUN` and waits. When one
+    /// vCPU fails to pause, the others are resumed and the VM stays `Running`.
     fn pause(&mut self) -> ActionResult {
-        self.command_all_vcpus(VcpuCommand::Pause).map_err(|e| {
+        let start_us = monotonic_us();
+        let vm = self
+            .running
+            .as_ref()
+            .ok_or_else(|| not_running("pausing"))?;
+        pause_all(&vm.vcpus, VCPU_ACK_TIMEOUT).map_err(|e| {
             ActionError::fault(format!("Internal error while pausing the microVM: {e}"))
         })?;
+        let us = store_elapsed(&METRICS.latencies_us.vmm_pause_vm, start_us);
+        log::info!("'pause vm' VMM action took {us} us.");
         self.set_state(VmState::Paused);
         log::info!("Paused the microVM");
         Ok(ApiResponse::NoContent)
@@ -95,9 +108,16 @@ impl Vmm {
 
     /// `PATCH /vm {"state": "Resumed"}`: every vCPU runs again.
     fn resume(&mut self) -> ActionResult {
-        self.command_all_vcpus(VcpuCommand::Resume).map_err(|e| {
+        let start_us = monotonic_us();
+        let vm = self
+            .running
+            .as_ref()
+            .ok_or_else(|| not_running("resuming"))?;
+        resume_all(&vm.vcpus, VCPU_ACK_TIMEOUT).map_err(|e| {
             ActionError::fault(format!("Internal error while resuming the microVM: {e}"))
         })?;
+        let us = store_elapsed(&METRICS.latencies_us.vmm_resume_vm, start_us);
+        log::info!("'resume vm' VMM action took {us} us.");
         self.set_state(VmState::Running);
         log::info!("Resumed the microVM");
         Ok(ApiResponse::NoContent)
@@ -111,5 +131,21 @@ impl Vmm {
         let mut i8042 = vm.legacy.i8042.lock().unwrap_or_else(|e| e.into_inner());
         i8042.trigger_ctrl_alt_del()?;
         Ok(ApiResponse::NoContent)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_elapsed_keeps_the_last_duration_in_microseconds() {
+        let metric = StoreMetric::new();
+        let us = store_elapsed(&metric, monotonic_us().saturating_sub(1500));
+        assert!((1500..1_000_000).contains(&us), "{us}");
+        assert_eq!(metric.fetch(), us);
+        let us = store_elapsed(&metric, monotonic_us());
+        assert_eq!(metric.fetch(), us);
+        assert!(us < 1500);
     }
 }

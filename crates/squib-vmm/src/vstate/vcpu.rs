@@ -7,8 +7,17 @@
 //!
 //! A vCPU never ends the process itself: when the guest resets or the vCPU fails, it records
 //! a [`StopReason`], writes the VMM's stop eventfd and parks; the VMM thread exits.
+//!
+//! A thread starts parked: it enters `KVM_RUN` only after [`VcpuHandle::start`], so a build
+//! that fails after spawning some vCPUs drops them ([`VcpuHandle::abandon`]) before any ran.
+//!
+//! Every command carries a sequence number that its acknowledgement repeats: the VMM thread
+//! skips acknowledgements of older commands, so a vCPU that answered too late once does not
+//! make every later pause or resume fail. [`pause_all`] resumes the vCPUs it already paused
+//! when one of them fails.
 
 use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -84,6 +93,22 @@ pub enum VcpuAck {
     Resumed,
 }
 
+impl VcpuCommand {
+    /// The acknowledgement that answers this command.
+    #[must_use]
+    pub fn ack(self) -> VcpuAck {
+        match self {
+            Self::Pause => VcpuAck::Paused,
+            Self::Resume => VcpuAck::Resumed,
+        }
+    }
+}
+
+/// A command with its sequence number, as it travels to the vCPU thread.
+type SeqCommand = (u64, VcpuCommand);
+/// An acknowledgement with the sequence number of the command it answers.
+type SeqAck = (u64, VcpuAck);
+
 thread_local! {
     /// This thread's `kvm_run` mapping, for the kick signal handler.
     static KVM_RUN_PTR: Cell<*mut kvm_run> = const { Cell::new(std::ptr::null_mut()) };
@@ -119,8 +144,10 @@ pub fn register_kick_signal_handler() -> Result<(), vmm_sys_util::errno::Error> 
 pub struct VcpuHandle {
     index: u8,
     thread: JoinHandle<()>,
-    commands: Sender<VcpuCommand>,
-    acks: Receiver<VcpuAck>,
+    commands: Sender<SeqCommand>,
+    acks: Receiver<SeqAck>,
+    /// The sequence number of the last command sent.
+    seq: AtomicU64,
 }
 
 /// Why a vCPU did not acknowledge a command.
@@ -147,23 +174,100 @@ impl VcpuHandle {
     /// [`VcpuControlError`] when the vCPU is gone, does not answer within `timeout`, or answers
     /// something else.
     pub fn command(&self, command: VcpuCommand, timeout: Duration) -> Result<(), VcpuControlError> {
-        self.commands
-            .send(command)
-            .map_err(|_| VcpuControlError::Gone(self.index))?;
+        let seq = self.send(command)?;
         self.thread
             .kill(kick_signal())
             .map_err(|e| VcpuControlError::Kick(self.index, e))?;
-        let expected = match command {
-            VcpuCommand::Pause => VcpuAck::Paused,
-            VcpuCommand::Resume => VcpuAck::Resumed,
-        };
-        match self.acks.recv_timeout(timeout) {
-            Ok(ack) if ack == expected => Ok(()),
-            Ok(ack) => Err(VcpuControlError::UnexpectedAck(self.index, ack, command)),
-            Err(RecvTimeoutError::Timeout) => Err(VcpuControlError::Timeout(self.index, command)),
-            Err(RecvTimeoutError::Disconnected) => Err(VcpuControlError::Gone(self.index)),
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.acks.recv_timeout(left) {
+                Ok((ack_seq, ack)) if ack_seq == seq && ack == command.ack() => return Ok(()),
+                Ok((ack_seq, ack)) if ack_seq == seq => {
+                    return Err(VcpuControlError::UnexpectedAck(self.index, ack, command))
+                }
+                // The late answer to an older command (one that timed out): skip it.
+                Ok(_) => {}
+                Err(RecvTimeoutError::Timeout) => {
+                    return Err(VcpuControlError::Timeout(self.index, command))
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(VcpuControlError::Gone(self.index))
+                }
+            }
         }
     }
+
+    /// Let the parked thread enter `KVM_RUN` for the first time. Its acknowledgement is left
+    /// unread (the next [`VcpuHandle::command`] skips it).
+    ///
+    /// # Errors
+    /// [`VcpuControlError::Gone`] when the thread has ended.
+    pub fn start(&self) -> Result<(), VcpuControlError> {
+        self.send(VcpuCommand::Resume).map(drop)
+    }
+
+    /// End a thread that was never started, and wait for it: it returns without running the
+    /// guest once its command channel closes.
+    pub fn abandon(self) {
+        let Self {
+            index,
+            thread,
+            commands,
+            ..
+        } = self;
+        drop(commands);
+        if thread.join().is_err() {
+            log::error!("vCPU {index} panicked before it started");
+        }
+    }
+
+    fn send(&self, command: VcpuCommand) -> Result<u64, VcpuControlError> {
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
+        self.commands
+            .send((seq, command))
+            .map_err(|_| VcpuControlError::Gone(self.index))?;
+        Ok(seq)
+    }
+}
+
+/// Pause every vCPU. When one fails, the ones already paused (and the failing one, whose
+/// pause may still land) are resumed, so the VM is not left half-paused.
+///
+/// # Errors
+/// The first vCPU's [`VcpuControlError`]; resume failures during the roll-back are logged.
+pub fn pause_all(vcpus: &[VcpuHandle], timeout: Duration) -> Result<(), VcpuControlError> {
+    for (k, vcpu) in vcpus.iter().enumerate() {
+        if let Err(e) = vcpu.command(VcpuCommand::Pause, timeout) {
+            for paused in &vcpus[..=k] {
+                if let Err(undo) = paused.command(VcpuCommand::Resume, timeout) {
+                    log::error!(
+                        "Cannot resume vCPU {} after a failed pause: {undo}",
+                        paused.index
+                    );
+                }
+            }
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// Resume every vCPU.
+///
+/// # Errors
+/// The first vCPU's [`VcpuControlError`] (the others are still resumed).
+pub fn resume_all(vcpus: &[VcpuHandle], timeout: Duration) -> Result<(), VcpuControlError> {
+    let mut first = Ok(());
+    for vcpu in vcpus {
+        if let Err(e) = vcpu.command(VcpuCommand::Resume, timeout) {
+            log::error!("Cannot resume vCPU {}: {e}", vcpu.index);
+            if first.is_ok() {
+                first = Err(e);
+            }
+        }
+    }
+    first
 }
 
 /// Everything a vCPU thread owns.
@@ -183,6 +287,7 @@ pub struct VcpuRunner {
 }
 
 /// What the run loop does after one `KVM_RUN`.
+#[derive(Debug, PartialEq, Eq)]
 enum Step {
     Continue,
     Interrupted,
@@ -206,11 +311,15 @@ impl VcpuRunner {
             thread,
             commands: cmd_tx,
             acks: ack_rx,
+            seq: AtomicU64::new(0),
         })
     }
 
-    fn run(mut self, commands: &Receiver<VcpuCommand>, acks: &Sender<VcpuAck>) {
+    fn run(mut self, commands: &Receiver<SeqCommand>, acks: &Sender<SeqAck>) {
         KVM_RUN_PTR.with(|p| p.set(std::ptr::from_mut(self.fd.get_kvm_run())));
+        if !wait_for_start(commands, acks) {
+            return;
+        }
         if let Some(start) = self.instance_start.take() {
             // squib-bench greps this line: keep its text.
             log::info!(
@@ -223,7 +332,7 @@ impl VcpuRunner {
                 Step::Continue => {}
                 Step::Interrupted => {
                     self.fd.set_kvm_immediate_exit(0);
-                    self.handle_commands(commands, acks);
+                    serve_commands(commands, acks);
                 }
                 Step::Stop(reason) => {
                     if let StopReason::Fault(msg) = &reason {
@@ -231,41 +340,10 @@ impl VcpuRunner {
                         METRICS.vcpu.failures.inc();
                     }
                     self.stop.notify(reason);
-                    self.park(commands, acks);
+                    park(commands, acks);
                     return;
                 }
             }
-        }
-    }
-
-    /// Serve every pending command; a pause blocks here until the resume.
-    fn handle_commands(&self, commands: &Receiver<VcpuCommand>, acks: &Sender<VcpuAck>) {
-        while let Ok(command) = commands.try_recv() {
-            if command == VcpuCommand::Pause {
-                let _ = acks.send(VcpuAck::Paused);
-                // Wait for the resume; other pauses are acknowledged again.
-                loop {
-                    match commands.recv() {
-                        Ok(VcpuCommand::Resume) => break,
-                        Ok(VcpuCommand::Pause) => {
-                            let _ = acks.send(VcpuAck::Paused);
-                        }
-                        Err(_) => return,
-                    }
-                }
-            }
-            let _ = acks.send(VcpuAck::Resumed);
-        }
-    }
-
-    /// After a stop, answer commands (as paused) until the VMM exits the process.
-    fn park(&self, commands: &Receiver<VcpuCommand>, acks: &Sender<VcpuAck>) {
-        while let Ok(command) = commands.recv() {
-            let ack = match command {
-                VcpuCommand::Pause => VcpuAck::Paused,
-                VcpuCommand::Resume => VcpuAck::Resumed,
-            };
-            let _ = acks.send(ack);
         }
     }
 
@@ -276,6 +354,45 @@ impl VcpuRunner {
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => Step::Interrupted,
             Err(e) => Step::Stop(StopReason::Fault(format!("KVM_RUN failed: {e}"))),
         }
+    }
+}
+
+/// Block until the first resume (the start); `false` when the handle was dropped first.
+fn wait_for_start(commands: &Receiver<SeqCommand>, acks: &Sender<SeqAck>) -> bool {
+    loop {
+        match commands.recv() {
+            Ok((seq, command)) => {
+                let _ = acks.send((seq, command.ack()));
+                if command == VcpuCommand::Resume {
+                    return true;
+                }
+            }
+            Err(_) => return false,
+        }
+    }
+}
+
+/// Serve every pending command, each acknowledged with its sequence number; a pause blocks
+/// here until the resume. Returns `false` once the VMM's handle is gone.
+fn serve_commands(commands: &Receiver<SeqCommand>, acks: &Sender<SeqAck>) -> bool {
+    loop {
+        match commands.try_recv() {
+            Ok((seq, command)) => {
+                let _ = acks.send((seq, command.ack()));
+                if command == VcpuCommand::Pause && !wait_for_start(commands, acks) {
+                    return false;
+                }
+            }
+            Err(std::sync::mpsc::TryRecvError::Empty) => return true,
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => return false,
+        }
+    }
+}
+
+/// After a stop, answer commands (as paused) until the VMM exits the process.
+fn park(commands: &Receiver<SeqCommand>, acks: &Sender<SeqAck>) {
+    while let Ok((seq, command)) = commands.recv() {
+        let _ = acks.send((seq, command.ack()));
     }
 }
 
@@ -333,17 +450,5 @@ fn handle_exit(index: u8, exit: VcpuExit<'_>, pio: &Bus, mmio: &Bus) -> Step {
 mod alloc_tests;
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_first_stop_reason_wins_and_wakes_the_vmm() {
-        let evt = Arc::new(EventFd::new(libc::EFD_NONBLOCK).unwrap());
-        let stop = StopNotifier::new(evt.clone());
-        assert_eq!(stop.reason(), None);
-        stop.notify(StopReason::GuestReset);
-        stop.clone().notify(StopReason::Fault("later".into()));
-        assert_eq!(stop.reason(), Some(StopReason::GuestReset));
-        assert_eq!(evt.read().unwrap(), 2);
-    }
-}
+#[path = "vcpu_tests.rs"]
+mod tests;
