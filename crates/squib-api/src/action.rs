@@ -9,7 +9,7 @@ use std::fmt::Display;
 use std::time::Duration;
 
 use serde::Serialize;
-use squib_logger::metrics::IncMetric;
+use squib_logger::metrics::{IncMetric, StoreMetric};
 
 pub use crate::table::ApiAction;
 
@@ -94,6 +94,9 @@ pub struct ActionSpec {
     pub counter: Option<RequestCounter>,
     /// Firecracker's `<resource> error` prefix of this action's fault messages.
     pub fault_prefix: &'static str,
+    /// For the actions Firecracker times (`pause vm`, `resume vm`): their name in the log
+    /// line and where the API thread stores the request's round trip in µs.
+    pub latency: Option<(&'static str, &'static StoreMetric)>,
 }
 
 impl ActionSpec {

@@ -185,7 +185,7 @@ macro_rules! for_each_api_action {
             /// `PATCH /vm`: pause or resume.
             PatchVm(state: VmStateChange) => patch_vm:
                 PATCH "/vm", instance::parse_patch_vm,
-                spec(PostBootOnly, VmStateChange, None, "Internal error while changing the microVM state");
+                vm_state_spec(*state);
             /// `PUT /snapshot/create`.
             SnapshotCreate(config: SnapshotCreateConfig) => create_snapshot:
                 PUT "/snapshot/create", parse::validated::<snapshot::RawSnapshotCreate, _>,
@@ -227,6 +227,24 @@ fn instance_action_spec(action: InstanceAction) -> ActionSpec {
         class,
         counter,
         fault_prefix,
+        latency: None,
+    }
+}
+
+/// `PATCH /vm`: pause and resume, each timed as Firecracker does.
+fn vm_state_spec(state: VmStateChange) -> ActionSpec {
+    let latency = match state {
+        VmStateChange::Paused => ("pause vm", &METRICS.latencies_us.pause_vm),
+        VmStateChange::Resumed => ("resume vm", &METRICS.latencies_us.resume_vm),
+    };
+    ActionSpec {
+        latency: Some(latency),
+        ..spec(
+            Admission::PostBootOnly,
+            ActionClass::VmStateChange,
+            None,
+            "Internal error while changing the microVM state",
+        )
     }
 }
 
@@ -263,6 +281,7 @@ fn spec(
         class,
         counter,
         fault_prefix,
+        latency: None,
     }
 }
 
@@ -317,7 +336,7 @@ macro_rules! define_api_actions {
             #[must_use]
             #[allow(unused_variables)] // rows whose spec does not depend on the payload
             pub fn spec(&self) -> ActionSpec {
-                use ActionClass::{BalloonResize, SnapshotCreate, SnapshotLoad, VmStateChange};
+                use ActionClass::{BalloonResize, SnapshotCreate, SnapshotLoad};
                 use ActionClass::PreBootConfig as Config;
                 use Admission::{Always, PostBootOnly, PreBootOnly};
                 match self {

@@ -6,6 +6,7 @@
 //! `Accept: application/json`; strings render as their text; `imds_compat` always lists.
 
 use serde_json::Value;
+use squib_logger::metrics::METRICS;
 
 use crate::data_store::MmdsStore;
 use crate::http::{MediaType, Method, Request, Response, StatusCode};
@@ -119,11 +120,13 @@ fn check_token(
     now: std::time::Instant,
 ) -> Result<(), (StatusCode, MmdsRequestError)> {
     let Some((_, token)) = request.header(&TOKEN_HEADERS) else {
+        METRICS.mmds.rx_no_token.inc();
         return Err((StatusCode::Unauthorized, MmdsRequestError::NoTokenProvided));
     };
     if tokens.is_valid_at(token, now) {
         Ok(())
     } else {
+        METRICS.mmds.rx_invalid_token.inc();
         Err((StatusCode::Unauthorized, MmdsRequestError::InvalidToken))
     }
 }

@@ -10,7 +10,7 @@
 //! non-blocking, as Firecracker keeps its serial, log and metrics FIFOs.
 
 use std::fs::{File, OpenOptions};
-use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
@@ -203,15 +203,6 @@ pub fn open_host_file(path: &Path, spec: OpenSpec) -> Result<File, HostFileError
     Ok(file)
 }
 
-/// Whether `a` and `b` are the same file (device and inode).
-///
-/// # Errors
-/// The OS error of either `fstat`.
-pub fn same_file(a: &File, b: &File) -> std::io::Result<bool> {
-    let (a, b) = (a.metadata()?, b.metadata()?);
-    Ok(a.dev() == b.dev() && a.ino() == b.ino())
-}
-
 fn clear_nonblock(file: &File) -> std::io::Result<()> {
     let fd = file.as_raw_fd();
     // SAFETY: F_GETFL on a descriptor `file` owns and keeps open for this call; no memory
@@ -334,15 +325,5 @@ mod tests {
         let err =
             open_host_file(Path::new("/nonexistent/k"), OpenSpec::read_regular()).unwrap_err();
         assert_eq!(err.to_string(), "No such file or directory (os error 2)");
-    }
-
-    #[test]
-    fn same_file_compares_inodes() {
-        let a = tempfile::NamedTempFile::new().unwrap();
-        let b = tempfile::NamedTempFile::new().unwrap();
-        let a1 = File::open(a.path()).unwrap();
-        let a2 = File::open(a.path()).unwrap();
-        assert!(same_file(&a1, &a2).unwrap());
-        assert!(!same_file(&a1, &File::open(b.path()).unwrap()).unwrap());
     }
 }

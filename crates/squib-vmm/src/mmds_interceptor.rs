@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use serde_json::Value;
 use squib_devices::virtio::net::{FrameInterceptor, VNET_HDR_LEN};
+use squib_logger::metrics::METRICS;
 use squib_mmds::{MmdsStack, MmdsStore, MmdsStoreError};
 
 /// Firecracker's default MMDS size limit: the default API payload limit (51200 bytes).
@@ -83,13 +84,21 @@ impl FrameInterceptor for MmdsInterceptor {
             return false;
         };
         let store = self.store.lock();
-        self.stack.handle_frame(eth, &store, Instant::now())
+        let taken = self.stack.handle_frame(eth, &store, Instant::now());
+        if taken {
+            METRICS.mmds.rx_accepted.inc();
+            METRICS.mmds.rx_count.inc();
+        }
+        taken
     }
 
     fn next_rx_frame(&mut self, buf: &mut [u8]) -> Option<usize> {
         let (header, eth) = buf.split_at_mut_checked(VNET_HDR_LEN)?;
         let len = self.stack.next_frame(eth)?;
         header.fill(0);
+        METRICS.mmds.tx_frames.inc();
+        METRICS.mmds.tx_count.inc();
+        METRICS.mmds.tx_bytes.add(len as u64);
         Some(VNET_HDR_LEN + len)
     }
 
@@ -178,6 +187,19 @@ mod tests {
         let ip = wire::parse_ipv4(frame.payload, true).unwrap();
         let seg = wire::parse_tcp(ip.payload, ip.src, ip.dst, true).unwrap();
         (seg.seq, seg.ack, seg.flags, seg.payload.to_vec())
+    }
+
+    #[test]
+    fn frames_to_and_from_mmds_are_counted() {
+        let m = &METRICS.mmds;
+        let before = (m.rx_accepted.count(), m.tx_frames.count(), m.tx_bytes.count());
+        let mut mmds = interceptor();
+        assert!(mmds.intercept(&arp_request(DEFAULT_IPV4_ADDR)));
+        let frames = drain(&mut mmds);
+        // Other tests count too (the counters are process-wide): at least ours.
+        assert!(m.rx_accepted.count() > before.0);
+        assert!(m.tx_frames.count() > before.1);
+        assert!(m.tx_bytes.count() >= before.2 + (frames[0].len() - VNET_HDR_LEN) as u64);
     }
 
     #[test]

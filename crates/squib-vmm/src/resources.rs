@@ -19,11 +19,12 @@ use squib_api::schemas::{
     HotplugMemoryConfig, IoEngine, MachineConfig, MmdsConfig, NetworkInterfaceConfig, PmemConfig,
     SerialConfig, VsockConfig,
 };
+use squib_devices::virtio::block::disk::DiskFile;
 use squib_devices::virtio::block::{Block, BlockConfig, BlockError, CacheMode};
 use squib_devices::virtio::net::NetError;
 use squib_devices::virtio::vsock::{Vsock, VsockError};
 
-use crate::host_file::{open_host_file, same_file, HostFileError, OpenSpec};
+use crate::host_file::{open_host_file, HostFileError, OpenSpec};
 use crate::limiter_config::build_rate_limiter;
 use crate::mmds_interceptor::SharedMmdsStore;
 use crate::net::NetInterface;
@@ -47,9 +48,6 @@ pub enum ResourceError {
     /// A drive's backing file is of the wrong type (a directory, a FIFO, ...).
     #[error("Invalid block device backing file: {0}")]
     DriveFileType(#[source] HostFileError),
-    /// The path of a drive now names another file than the one opened at PUT time.
-    #[error("The block device backing file {} was replaced after it was configured", .0.display())]
-    DriveFileReplaced(PathBuf),
     /// A second root device.
     #[error("A root block device already exists!")]
     RootBlockDeviceAlreadyAdded,
@@ -139,36 +137,37 @@ pub fn open_drive_file(path: &std::path::Path, read_only: bool) -> Result<File, 
 }
 
 impl Drive {
-    /// The virtio-block device for this drive.
-    ///
-    /// The path is opened again without blocking and must still name the file opened at
-    /// PUT time, so the device's own (blocking) open cannot land on a FIFO or a directory
-    /// swapped in since.
+    /// The virtio-block device for this drive, over the file opened (and checked) at PUT
+    /// time: the path is not opened again, so a file swapped in since cannot reach the guest.
     ///
     /// # Errors
-    /// [`DriveBuildError`] when the path changed or the device cannot be built.
+    /// [`DriveBuildError`] when the device cannot be built.
     pub fn build_block(&self) -> Result<Block, DriveBuildError> {
         let path = self.config.path_on_host.clone().unwrap_or_default();
-        let now = open_drive_file(&path, self.config.is_read_only)?;
-        if !same_file(&self.file, &now).unwrap_or(false) {
-            return Err(ResourceError::DriveFileReplaced(path).into());
-        }
-        Ok(Block::new(BlockConfig {
-            drive_id: self.config.drive_id.as_str().to_owned(),
-            path,
-            read_only: self.config.is_read_only,
-            cache: match self.config.cache_type {
-                CacheType::Unsafe => CacheMode::Unsafe,
-                CacheType::Writeback => CacheMode::Writeback,
+        let file = self.file.try_clone().map_err(|source| BlockError::Open {
+            path: path.clone(),
+            source,
+        })?;
+        let disk = DiskFile::from_file(file, &path, self.config.is_read_only)?;
+        Ok(Block::with_disk(
+            BlockConfig {
+                drive_id: self.config.drive_id.as_str().to_owned(),
+                path,
+                read_only: self.config.is_read_only,
+                cache: match self.config.cache_type {
+                    CacheType::Unsafe => CacheMode::Unsafe,
+                    CacheType::Writeback => CacheMode::Writeback,
+                },
+                rate_limiter: self
+                    .config
+                    .rate_limiter
+                    .as_ref()
+                    .map(build_rate_limiter)
+                    .transpose()
+                    .map_err(BlockError::EventFd)?,
             },
-            rate_limiter: self
-                .config
-                .rate_limiter
-                .as_ref()
-                .map(build_rate_limiter)
-                .transpose()
-                .map_err(BlockError::EventFd)?,
-        })?)
+            disk,
+        )?)
     }
 }
 

@@ -118,6 +118,23 @@ impl Vmm {
 
     /// Run the event loop until the guest or a request ends the VMM; returns the exit code.
     pub fn run(&mut self) -> FcExitCode {
+        let code = self.run_until_exit();
+        self.sync_drives();
+        code
+    }
+
+    /// Writeback drives get their `fdatasync` before the process exits: the vCPU threads
+    /// still hold the devices, so dropping them is not enough.
+    fn sync_drives(&self) {
+        for (_, block) in self.running.iter().flat_map(|vm| &vm.blocks) {
+            block
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .sync_at_exit();
+        }
+    }
+
+    fn run_until_exit(&mut self) -> FcExitCode {
         loop {
             if let Some(code) = self.exit {
                 return code;

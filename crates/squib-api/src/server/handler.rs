@@ -145,13 +145,24 @@ async fn respond(state: &ServerState, method: &str, path: &str, body: &[u8]) -> 
         }) => (action, deprecation),
         Err(e) => return error_response(&e, Flags::default()),
     };
+    if deprecation.is_some() {
+        METRICS.deprecated_api.deprecated_http_api_calls.inc();
+    }
     let flags = Flags {
         deprecation: deprecation.is_some(),
         close: false,
     };
     let spec = action.spec();
+    let started_us = squib_logger::time::monotonic_us();
     match call_vmm(state, action, spec.class.timeout()).await {
-        Ok(reply) => response::from_api(&reply, flags),
+        Ok(reply) => {
+            if let Some((name, latency)) = spec.latency {
+                let us = squib_logger::time::monotonic_us().saturating_sub(started_us);
+                latency.store(us);
+                log::info!("'{name}' API request took {us} us.");
+            }
+            response::from_api(&reply, flags)
+        }
         Err(e @ RequestError::Channel(_)) => error_response(&e, flags),
         Err(e) => {
             log::error!("{e}");

@@ -103,7 +103,7 @@ impl VirtioInterrupt {
     /// Writing the eventfd failed.
     pub fn signal_used_queue(&self) -> std::io::Result<()> {
         self.status.fetch_or(INTERRUPT_VRING, Ordering::SeqCst);
-        self.evt.write(1)
+        self.trigger()
     }
 
     /// Bump the config generation and raise the config-change interrupt.
@@ -113,6 +113,12 @@ impl VirtioInterrupt {
     pub fn signal_config_change(&self) -> std::io::Result<()> {
         self.config_generation.fetch_add(1, Ordering::SeqCst);
         self.status.fetch_or(INTERRUPT_CONFIG, Ordering::SeqCst);
+        self.trigger()
+    }
+
+    /// Write the irqfd, counted in Firecracker's `interrupts.triggers`.
+    fn trigger(&self) -> std::io::Result<()> {
+        squib_logger::metrics::METRICS.interrupts.triggers.inc();
         self.evt.write(1)
     }
 

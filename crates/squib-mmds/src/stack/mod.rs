@@ -29,6 +29,7 @@ use self::wire::{flags, Mac, TcpHeader, TcpSegment};
 use crate::data_store::MmdsStore;
 use crate::responder::GuestAccess;
 use crate::token::TokenAuthority;
+use squib_logger::metrics::METRICS;
 
 /// Firecracker's default MMDS address.
 pub const DEFAULT_IPV4_ADDR: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
@@ -191,7 +192,7 @@ impl MmdsStack {
         match index {
             Some(i) if seg.has(flags::SYN) && !self.connections[i].is_same_syn(&seg) => {
                 // The guest reused the port: the old connection is gone on its side.
-                self.connections.swap_remove(i);
+                self.close(i);
                 self.open(src_mac, ip.src, &seg);
             }
             Some(i) => self.deliver(i, src_mac, &seg, store),
@@ -217,12 +218,23 @@ impl MmdsStack {
         conn.remote_mac = src_mac;
         conn.receive(seg, &mut ctx);
         if conn.is_done() {
-            self.connections.swap_remove(index);
+            self.close(index);
         }
     }
 
+    /// Forget connection `index` (counted in `mmds.connections_destroyed`).
+    fn close(&mut self, index: usize) {
+        self.connections.swap_remove(index);
+        METRICS.mmds.connections_destroyed.inc();
+    }
+
     fn open(&mut self, src_mac: Mac, src_ip: Ipv4Addr, syn: &TcpSegment<'_>) {
+        let before = self.connections.len();
         self.connections.retain(|c| !c.is_done());
+        METRICS
+            .mmds
+            .connections_destroyed
+            .add((before - self.connections.len()) as u64);
         if self.connections.len() >= MAX_CONNECTIONS {
             let now = self.now;
             let idle = self
@@ -230,9 +242,7 @@ impl MmdsStack {
                 .iter()
                 .position(|c| now.saturating_duration_since(c.last_rx) > EVICTION_THRESHOLD);
             match idle {
-                Some(i) => {
-                    self.connections.swap_remove(i);
-                }
+                Some(i) => self.close(i),
                 None => {
                     self.queue_reset(src_mac, src_ip, syn);
                     return;
@@ -244,6 +254,7 @@ impl MmdsStack {
         self.isn_counter = self.isn_counter.wrapping_add(0x0100_0193);
         let conn = Connection::accept(src_mac, src_ip, syn, self.isn_counter, self.now);
         self.connections.push(conn);
+        METRICS.mmds.connections_created.inc();
     }
 
     /// RFC 793 reset for a segment that belongs to no connection.

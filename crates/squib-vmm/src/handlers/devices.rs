@@ -63,13 +63,12 @@ impl Vmm {
             })?;
         let mut block = block.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(path) = &patch.path_on_host {
-            // Check the new path without blocking first: a FIFO or a directory must not
-            // reach the device's own (blocking) open.
-            if let Err(e) = open_drive_file(path, read_only) {
+            // Opened here without blocking and type-checked: a FIFO or a directory never
+            // reaches the device, which takes this very file.
+            let file = open_drive_file(path, read_only).inspect_err(|_| {
                 block.metrics().update_fails.inc();
-                return Err(e.into());
-            }
-            block.update_path(path)?;
+            })?;
+            block.update_file(file, path)?;
         }
         if let Some(limiter) = &patch.rate_limiter {
             update_block_rate_limiter(&mut block, limiter);

@@ -131,6 +131,21 @@ impl Block {
         let disk = DiskFile::open(path, self.read_only).inspect_err(|_| {
             self.metrics.update_fails.inc();
         })?;
+        self.switch_disk(disk)
+    }
+
+    /// `PATCH /drives` with a file the VMM already opened (and checked) from `path`.
+    ///
+    /// # Errors
+    /// [`BlockError::Size`] when the file cannot be measured, or the config interrupt fails.
+    pub fn update_file(&mut self, file: std::fs::File, path: &Path) -> Result<(), BlockError> {
+        let disk = DiskFile::from_file(file, path, self.read_only).inspect_err(|_| {
+            self.metrics.update_fails.inc();
+        })?;
+        self.switch_disk(disk)
+    }
+
+    fn switch_disk(&mut self, disk: DiskFile) -> Result<(), BlockError> {
         self.sync_writeback("before switching files");
         self.disk = disk;
         self.metrics.update_count.inc();
@@ -386,6 +401,14 @@ fn count_success(req: &Request, metrics: &BlockMetrics) {
 /// Write the status byte; returns 1 when written, 0 when the address is unusable.
 fn write_status(mem: &GuestMemoryMmap, addr: GuestAddress, code: u8) -> u32 {
     u32::from(mem.write_obj(code, addr).is_ok())
+}
+
+impl Block {
+    /// The VMM is exiting: in Writeback mode, `fdatasync` what the guest wrote, even though
+    /// vCPU threads may still hold the device (so it would never be dropped).
+    pub fn sync_at_exit(&self) {
+        self.sync_writeback("at exit");
+    }
 }
 
 impl Drop for Block {

@@ -120,7 +120,7 @@ impl DiskFile {
     /// # Errors
     /// [`BlockError::Open`] / [`BlockError::Size`] with the OS error.
     pub fn open(path: &Path, read_only: bool) -> Result<Self, BlockError> {
-        let mut file = OpenOptions::new()
+        let file = OpenOptions::new()
             .read(true)
             .write(!read_only)
             .open(path)
@@ -128,6 +128,16 @@ impl DiskFile {
                 path: path.to_owned(),
                 source,
             })?;
+        Self::from_file(file, path, read_only)
+    }
+
+    /// Serve `file`, already opened from `path` (read-only when `read_only`) by the caller:
+    /// measure it and probe hole punching. The VMM opens drives once, when they are put, and
+    /// hands that file here, so the path is never opened again.
+    ///
+    /// # Errors
+    /// [`BlockError::Size`] with the OS error.
+    pub fn from_file(mut file: File, path: &Path, read_only: bool) -> Result<Self, BlockError> {
         // Seeking to the end also measures block devices, whose metadata length is 0.
         let size = file
             .seek(SeekFrom::End(0))

@@ -33,7 +33,7 @@ use vmm_sys_util::timerfd::TimerFd;
 use deadlines::{Deadline, Target};
 
 use super::connection::{pending, ConnPhase, Connection};
-use super::event_handler::PROCESS_CONN;
+use super::event_handler::{PROCESS_CONN, PROCESS_LISTENER};
 use super::packet::Segments;
 use super::{VsockError, VsockMetrics, CONN_TIMEOUT_MS, FIRST_LOCAL_PORT, MAX_CONNECTIONS};
 
@@ -80,6 +80,11 @@ pub struct Muxer {
     dirty: Vec<RawFd>,
     retired: Vec<(UnixStream, bool)>,
     guest_ready: bool,
+    /// While `accept` fails (out of file descriptors), the listener is not watched until
+    /// this instant: a level-triggered listener would otherwise spin the event loop.
+    listener_paused_until: Option<Instant>,
+    /// Whether the listener's epoll registration must be brought in line with the pause.
+    listener_dirty: bool,
     metrics: Arc<VsockMetrics>,
     /// Reused piece list (no allocation per packet).
     scratch: Segments,
@@ -106,6 +111,8 @@ impl Muxer {
             listener,
             timer_armed: false,
             timeout: Duration::from_millis(CONN_TIMEOUT_MS),
+            listener_paused_until: None,
+            listener_dirty: false,
             conns: HashMap::new(),
             by_fd: HashMap::new(),
             handshakes: HashMap::new(),
@@ -241,6 +248,18 @@ impl Muxer {
             }
         }
         self.dirty = dirty;
+        if std::mem::take(&mut self.listener_dirty) {
+            let want = if self.listener_paused_until.is_some() {
+                EventSet::empty()
+            } else {
+                EventSet::IN
+            };
+            let events = Events::with_data_raw(self.listener.as_raw_fd(), PROCESS_LISTENER, want);
+            if let Err(e) = ops.modify(events) {
+                self.metrics.muxer_event_fails.inc();
+                log::error!("vsock: cannot update epoll for the listener: {e}");
+            }
+        }
         for (stream, registered) in self.retired.drain(..) {
             if registered {
                 if let Err(e) = ops.remove(Events::empty_raw(stream.as_raw_fd())) {

@@ -16,6 +16,10 @@ use std::time::{Duration, Instant};
 
 use super::{ConnKey, Muxer, MAX_KILLQ};
 
+/// How long the listener is left alone after `accept` failed for a reason other than "no
+/// client waiting" (typically `EMFILE`).
+pub(super) const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
 /// What a deadline kills.
 #[derive(Clone, Copy, Debug)]
 pub(super) enum Target {
@@ -69,11 +73,16 @@ impl Muxer {
     /// Arm the timer for the earliest deadline (or disarm it). Setting a timerfd also clears
     /// its expiration count, so the fd is never read (it is blocking).
     fn arm_timer(&mut self) {
-        let result = match self.killq.front() {
-            Some(d) => {
-                let wait =
-                    d.at.saturating_duration_since(Instant::now())
-                        .max(Duration::from_millis(1));
+        let first = self.killq.front().map(|d| d.at);
+        let next = match (first, self.listener_paused_until) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let result = match next {
+            Some(at) => {
+                let wait = at
+                    .saturating_duration_since(Instant::now())
+                    .max(Duration::from_millis(1));
                 self.timer_armed = true;
                 self.timer.reset(wait, None)
             }
@@ -88,9 +97,20 @@ impl Muxer {
         }
     }
 
-    /// The timer fired: kill what expired, re-arm for the rest.
+    /// Stop watching the listener for [`ACCEPT_RETRY`]; the timer resumes it.
+    pub(super) fn pause_listener(&mut self) {
+        self.listener_paused_until = Some(Instant::now() + ACCEPT_RETRY);
+        self.listener_dirty = true;
+        self.arm_timer();
+    }
+
+    /// The timer fired: kill what expired, resume a paused listener, re-arm for the rest.
     pub fn process_timer(&mut self) {
         let now = Instant::now();
+        if self.listener_paused_until.is_some_and(|at| at <= now) {
+            self.listener_paused_until = None;
+            self.listener_dirty = true;
+        }
         while let Some(&d) = self.killq.front() {
             if d.at > now {
                 break;

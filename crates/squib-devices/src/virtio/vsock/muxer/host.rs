@@ -8,6 +8,7 @@ use std::time::Instant;
 use event_manager::EventSet;
 use vm_memory::GuestAddress;
 
+use super::deadlines::ACCEPT_RETRY;
 use super::{ConnKey, Handshake, Muxer, Target};
 use crate::virtio::net::tap::read_guest_frame;
 use crate::virtio::vsock::connect::read_connect_line;
@@ -41,8 +42,15 @@ impl Muxer {
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) => {
+                    // Out of descriptors, most likely: stop watching the listener for a
+                    // while rather than spin on it (clients wait in its backlog).
                     self.metrics.muxer_event_fails.inc();
-                    log::error!("vsock: accept on {}: {e}", self.uds_path.display());
+                    squib_logger::warn_rate_limited!(
+                        "vsock: accept on {}: {e}; retrying in {} ms",
+                        self.uds_path.display(),
+                        ACCEPT_RETRY.as_millis()
+                    );
+                    self.pause_listener();
                     return;
                 }
             };

@@ -5,6 +5,7 @@ use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::deadlines::ACCEPT_RETRY;
 use super::*;
 
 fn muxer() -> (tempfile::TempDir, Muxer) {
@@ -154,5 +155,30 @@ fn connecting_to_a_full_backlog_fails_at_once() {
     assert_eq!(
         guest::connect_nonblocking(&long).unwrap_err().kind(),
         std::io::ErrorKind::InvalidInput
+    );
+}
+
+#[test]
+fn a_failing_accept_pauses_the_listener_and_the_timer_resumes_it() {
+    let (_d, mut m) = muxer();
+    m.pause_listener();
+    assert!(m.listener_paused_until.is_some());
+    assert!(
+        m.listener_dirty,
+        "the next epoll sync stops watching the listener"
+    );
+    assert!(m.timer_armed, "the deadline timer brings the listener back");
+    m.listener_dirty = false;
+    m.process_timer();
+    assert!(
+        m.listener_paused_until.is_some(),
+        "resumed before the retry delay"
+    );
+    std::thread::sleep(ACCEPT_RETRY + Duration::from_millis(20));
+    m.process_timer();
+    assert!(m.listener_paused_until.is_none());
+    assert!(
+        m.listener_dirty,
+        "the next epoll sync watches the listener again"
     );
 }
