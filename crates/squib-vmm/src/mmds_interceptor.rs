@@ -192,7 +192,11 @@ mod tests {
     #[test]
     fn frames_to_and_from_mmds_are_counted() {
         let m = &METRICS.mmds;
-        let before = (m.rx_accepted.count(), m.tx_frames.count(), m.tx_bytes.count());
+        let before = (
+            m.rx_accepted.count(),
+            m.tx_frames.count(),
+            m.tx_bytes.count(),
+        );
         let mut mmds = interceptor();
         assert!(mmds.intercept(&arp_request(DEFAULT_IPV4_ADDR)));
         let frames = drain(&mut mmds);

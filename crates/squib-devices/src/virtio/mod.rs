@@ -6,6 +6,7 @@
 //!   the transport (used-ring vs config-change bits, virtio 1.2 §4.2.2).
 //! - [`mmio`]: the modern (version 2) virtio-mmio register layout (virtio 1.2 §4.2).
 //! - [`block`]: virtio-block (virtio 1.2 §5.2).
+//! - [`iovec`]: zero-copy `readv`/`writev` between host fds and guest memory.
 //! - [`queue`]: guarded calls into `virtio-queue` for what the guest controls (sizes, ring
 //!   addresses, heads), so its own `error!` lines are never triggered.
 //! - [`rng`]: virtio-rng, the entropy device (virtio 1.2 §5.4).
@@ -14,6 +15,7 @@
 //! Lock order: transport, then device. The event loop locks only the device.
 
 pub mod block;
+pub mod iovec;
 pub mod mmio;
 pub mod net;
 pub mod queue;

@@ -7,16 +7,17 @@
 //!
 //! The device talks to its backend through [`TapIo`], one frame per call: a TAP (and a
 //! `SOCK_DGRAM`/`SOCK_SEQPACKET` socket, which tests use) keeps frame boundaries. Transmit
-//! goes straight from guest memory with `writev` ([`write_guest_frame`]), no copy.
+//! goes straight from guest memory with `writev` ([`crate::virtio::iovec::writev_guest`]), no copy.
 
 use std::fs::OpenOptions;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 
-use vm_memory::{GuestAddress, GuestMemoryBackend};
+use vm_memory::GuestAddress;
 
-use super::{NetError, QUEUE_SIZE, VNET_HDR_LEN};
+use super::{NetError, VNET_HDR_LEN};
+use crate::virtio::iovec::{readv_guest, writev_guest};
 use crate::virtio::GuestMemoryMmap;
 
 /// `TUNSETIFF`: `_IOW('T', 202, int)`.
@@ -168,7 +169,7 @@ impl TapIo for Tap {
         mem: &GuestMemoryMmap,
         segs: &[(GuestAddress, u32)],
     ) -> io::Result<usize> {
-        read_guest_frame(self.fd.as_raw_fd(), mem, segs)
+        readv_guest(self.fd.as_raw_fd(), mem, segs)
     }
 
     fn write_frame(
@@ -176,7 +177,7 @@ impl TapIo for Tap {
         mem: &GuestMemoryMmap,
         segs: &[(GuestAddress, u32)],
     ) -> io::Result<usize> {
-        write_guest_frame(self.fd.as_raw_fd(), mem, segs)
+        writev_guest(self.fd.as_raw_fd(), mem, segs)
     }
 
     fn set_offload(&mut self, flags: u32) -> io::Result<()> {
@@ -206,82 +207,9 @@ pub fn read_frame_fd(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     usize::try_from(n).map_err(|_| io::Error::last_os_error())
 }
 
-/// Most pieces one frame may have (one per descriptor of a queue).
-const MAX_PIECES: usize = QUEUE_SIZE as usize;
-
-/// iovecs for `segs` of guest memory; the count used.
-fn guest_iovecs(
-    mem: &GuestMemoryMmap,
-    segs: &[(GuestAddress, u32)],
-    iov: &mut [libc::iovec; MAX_PIECES],
-) -> io::Result<libc::c_int> {
-    if segs.len() > iov.len() {
-        return Err(io::Error::from(io::ErrorKind::InvalidInput));
-    }
-    for (slot, &(addr, len)) in iov.iter_mut().zip(segs) {
-        let len = len as usize;
-        let slice = mem
-            .get_slice(addr, len)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        // The mapping outlives `mem`'s borrow; the guard only matters for mappings that are
-        // created per access (Xen), which squib does not use.
-        *slot = libc::iovec {
-            iov_base: slice.ptr_guard().as_ptr().cast_mut().cast(),
-            iov_len: len,
-        };
-    }
-    Ok(segs.len() as libc::c_int)
-}
-
-const EMPTY_IOVEC: libc::iovec = libc::iovec {
-    iov_base: std::ptr::null_mut(),
-    iov_len: 0,
-};
-
-/// `writev(2)` one frame whose pieces are `segs` of guest memory, without copying.
-///
-/// # Errors
-/// `InvalidInput` when a piece is outside guest memory (or within one region) or there are
-/// more than the queue size of pieces; otherwise the OS error.
-pub fn write_guest_frame(
-    fd: RawFd,
-    mem: &GuestMemoryMmap,
-    segs: &[(GuestAddress, u32)],
-) -> io::Result<usize> {
-    let mut iov = [EMPTY_IOVEC; MAX_PIECES];
-    let count = guest_iovecs(mem, segs, &mut iov)?;
-    // SAFETY: the first `count` iovecs point into guest memory mapped for their full lengths
-    // (checked by `get_slice`) while `mem` is borrowed; the kernel only reads them.
-    let n = unsafe { libc::writev(fd, iov.as_ptr(), count) };
-    usize::try_from(n).map_err(|_| io::Error::last_os_error())
-}
-
-/// `readv(2)` one frame straight into `segs` of guest memory, without copying.
-///
-/// # Errors
-/// As [`write_guest_frame`].
-pub fn read_guest_frame(
-    fd: RawFd,
-    mem: &GuestMemoryMmap,
-    segs: &[(GuestAddress, u32)],
-) -> io::Result<usize> {
-    let mut iov = [EMPTY_IOVEC; MAX_PIECES];
-    let count = guest_iovecs(mem, segs, &mut iov)?;
-    // SAFETY: the first `count` iovecs point into guest RAM mapped writable for their full
-    // lengths (checked by `get_slice`) while `mem` is borrowed; the guest owns these buffers
-    // (popped, not yet used), so the kernel writing them races with no one in squib.
-    let n = unsafe { libc::readv(fd, iov.as_ptr(), count) };
-    usize::try_from(n).map_err(|_| io::Error::last_os_error())
-}
-
 #[cfg(test)]
 mod tests {
-    use std::os::unix::net::UnixDatagram;
-
-    use vm_memory::Bytes;
-
     use super::*;
-    use crate::virtio::test_utils::single_region_mem;
 
     #[test]
     fn ioctl_numbers_match_linux() {
@@ -308,27 +236,5 @@ mod tests {
             assert!(text.contains("sqbnotap0"), "{text}");
             assert!(text.contains("os error"), "{text}");
         }
-    }
-
-    #[test]
-    fn writev_gathers_guest_pieces_into_one_datagram() {
-        let mem = single_region_mem(0x10000);
-        mem.write_slice(b"hello ", GuestAddress(0x100)).unwrap();
-        mem.write_slice(b"world", GuestAddress(0x800)).unwrap();
-        let (a, b) = UnixDatagram::pair().unwrap();
-        let segs = [(GuestAddress(0x100), 6), (GuestAddress(0x800), 5)];
-        assert_eq!(write_guest_frame(a.as_raw_fd(), &mem, &segs).unwrap(), 11);
-        let mut buf = [0u8; 64];
-        assert_eq!(read_frame_fd(b.as_raw_fd(), &mut buf).unwrap(), 11);
-        assert_eq!(&buf[..11], b"hello world");
-    }
-
-    #[test]
-    fn writev_rejects_pieces_outside_guest_memory() {
-        let mem = single_region_mem(0x1000);
-        let (a, _b) = UnixDatagram::pair().unwrap();
-        let segs = [(GuestAddress(0xff0), 0x20)];
-        let err = write_guest_frame(a.as_raw_fd(), &mem, &segs).unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
     }
 }

@@ -3,7 +3,7 @@
 //! A packet is a 44-byte little-endian header followed by `len` data bytes, laid across the
 //! descriptors of one chain: device-readable ones on the tx queue, device-writable ones on
 //! the rx queue. The header is parsed into a stack struct; data moves straight between guest
-//! memory and the host socket (see [`crate::virtio::net::tap::write_guest_frame`]). Chains
+//! memory and the host socket (see [`crate::virtio::iovec`]). Chains
 //! are checked piece by piece (direction, inside guest memory) before anything is read.
 
 use vm_memory::{Bytes, GuestAddress, GuestMemory, Permissions};

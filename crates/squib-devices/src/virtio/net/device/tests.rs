@@ -17,7 +17,8 @@ pub(crate) mod harness {
     use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
     use std::sync::Arc;
 
-    use crate::virtio::net::tap::{read_frame_fd, read_guest_frame, write_guest_frame, TapIo};
+    use crate::virtio::iovec::{readv_guest, writev_guest};
+    use crate::virtio::net::tap::{read_frame_fd, TapIo};
     use crate::virtio::net::{Net, NetConfig, RX_INDEX, TX_INDEX, VNET_HDR_LEN};
     use crate::virtio::test_utils::{single_region_mem, VirtQueue};
     use crate::virtio::{features, GuestMemoryMmap, VirtioDevice, VirtioInterrupt};
@@ -56,7 +57,7 @@ pub(crate) mod harness {
             mem: &GuestMemoryMmap,
             segs: &[(GuestAddress, u32)],
         ) -> io::Result<usize> {
-            read_guest_frame(self.sock.as_raw_fd(), mem, segs)
+            readv_guest(self.sock.as_raw_fd(), mem, segs)
         }
 
         fn write_frame(
@@ -67,7 +68,7 @@ pub(crate) mod harness {
             if self.full.load(Ordering::SeqCst) {
                 return Err(io::ErrorKind::WouldBlock.into());
             }
-            write_guest_frame(self.sock.as_raw_fd(), mem, segs)
+            writev_guest(self.sock.as_raw_fd(), mem, segs)
         }
 
         fn set_offload(&mut self, flags: u32) -> io::Result<()> {

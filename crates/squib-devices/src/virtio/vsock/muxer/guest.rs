@@ -11,7 +11,7 @@ use std::path::Path;
 use vm_memory::GuestAddress;
 
 use super::{ConnKey, Muxer};
-use crate::virtio::net::tap::write_guest_frame;
+use crate::virtio::iovec::writev_guest;
 use crate::virtio::vsock::connection::{pending, ConnPhase};
 use crate::virtio::vsock::packet::{
     copy_from_guest, op, sub_segments, VsockHeader, SHUTDOWN_RCV, SHUTDOWN_SEND, TYPE_STREAM,
@@ -168,7 +168,7 @@ impl Muxer {
         }
         let mut written = 0;
         if conn.tx_buf.is_empty() {
-            match write_guest_frame(conn.stream.as_raw_fd(), mem, data) {
+            match writev_guest(conn.stream.as_raw_fd(), mem, data) {
                 Ok(n) => written = n as u32,
                 Err(e)
                     if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::Interrupted => {}

@@ -10,7 +10,7 @@ use vm_memory::GuestAddress;
 
 use super::deadlines::ACCEPT_RETRY;
 use super::{ConnKey, Handshake, Muxer, Target};
-use crate::virtio::net::tap::read_guest_frame;
+use crate::virtio::iovec::readv_guest;
 use crate::virtio::vsock::connect::read_connect_line;
 use crate::virtio::vsock::connection::{pending, ConnPhase};
 use crate::virtio::vsock::packet::{
@@ -324,7 +324,7 @@ impl Muxer {
         }
         sub_segments(segs, HDR_LEN as u64, max, &mut self.scratch);
         let read = loop {
-            match read_guest_frame(conn.stream.as_raw_fd(), mem, &self.scratch) {
+            match readv_guest(conn.stream.as_raw_fd(), mem, &self.scratch) {
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 other => break other,
             }
