@@ -116,15 +116,17 @@ fn inside_jail(
     chroot::create_jail_folders(root, env.uid, env.gid)?;
     devices::create_all(root, env.uid, env.gid, env.uffd_minor)?;
 
-    let mut parent_cpu_us = 0;
+    // CPU time of the jailer processes that forked and exited, and where this one's starts.
+    let mut spent_cpu_us = 0;
     let mut own_start_cpu_us = start_cpu_us;
     if let Some(dev_null) = dev_null {
-        parent_cpu_us = exec::daemonize(dev_null, start_cpu_us)?;
+        spent_cpu_us = exec::daemonize(dev_null, own_start_cpu_us)?;
         own_start_cpu_us = 0;
     }
     let exec_path = PathBuf::from("/").join(&env.exec_name);
     let pid_file = exec::pid_file_path(&exec_path);
     if env.new_pid_ns {
+        spent_cpu_us += exec::cpu_us().saturating_sub(own_start_cpu_us);
         exec::enter_new_pid_ns(&pid_file)?;
         own_start_cpu_us = 0;
     } else {
@@ -136,7 +138,7 @@ fn inside_jail(
     let times = StartTimes {
         start_us,
         start_cpu_us: cpu_now,
-        parent_cpu_us: parent_cpu_us + cpu_now.saturating_sub(own_start_cpu_us),
+        parent_cpu_us: spent_cpu_us + cpu_now.saturating_sub(own_start_cpu_us),
     };
     Err(exec::exec(
         &exec_path,

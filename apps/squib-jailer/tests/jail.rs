@@ -719,3 +719,62 @@ fn help_and_version_print_firecrackers_texts() {
         "Any arguments after the -- separator will be supplied to the jailed binary.\n\n"
     ));
 }
+
+#[test]
+fn netns_is_joined_and_a_missing_one_is_refused_without_leftovers() {
+    if !is_root("netns_is_joined_and_a_missing_one_is_refused_without_leftovers") {
+        return;
+    }
+    // A network namespace held open by a sleeping child of ours.
+    let mut holder = Command::new("unshare")
+        .args(["--net", "sleep", "60"])
+        .spawn()
+        .unwrap();
+    let ns_path = format!("/proc/{}/ns/net", holder.id());
+    wait_until("the namespace holder", || {
+        fs::read_link(&ns_path).ok() != fs::read_link("/proc/self/ns/net").ok()
+    });
+    let wanted = fs::read_link(&ns_path).unwrap();
+
+    let base = tempfile::tempdir().unwrap();
+    let mut child = jailer(
+        base.path(),
+        "netns-1",
+        &["--netns", &ns_path],
+        &["--wait-stdin"],
+    )
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let _report = read_until_ready(&mut child);
+    let joined = fs::read_link(format!("/proc/{}/ns/net", child.id())).unwrap();
+    drop(child.stdin.take());
+    assert!(child.wait().unwrap().success());
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    assert_eq!(joined, wanted);
+    remove_jail(base.path());
+
+    let missing = base.path().join("no-such-netns");
+    let out = jailer(
+        base.path(),
+        "netns-2",
+        &["--netns", missing.to_str().unwrap()],
+        &[],
+    )
+    .output()
+    .unwrap();
+    assert_refused(
+        &out,
+        &format!(
+            "Failed to open file {}: No such file or directory (os error 2)",
+            missing.display()
+        ),
+    );
+    assert!(
+        tree(base.path()).is_empty(),
+        "left behind: {:?}",
+        tree(base.path())
+    );
+}
