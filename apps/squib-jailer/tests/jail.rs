@@ -5,6 +5,7 @@
 //! print `SKIP <test>: <reason>` and return. The cgroup tests also print a reason and return
 //! when the host has no hierarchy of that version with a usable controller. Every test removes
 //! what the jailer created (the jail, cgroups, the controller it enabled) and checks it is gone.
+//! One test is `#[ignore]`d because it needs Firecracker's own jailer to compare against.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -52,11 +53,18 @@ fn probe() -> &'static Path {
     })
 }
 
+/// Reports a skipped test on the real stderr: libtest captures `eprintln!` of passing tests, and
+/// a skip must never look like a pass.
+fn skip(test: &str, reason: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "SKIP {test}: {reason}");
+}
+
 fn is_root(test: &str) -> bool {
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     if !root {
-        eprintln!("SKIP {test}: the jailer needs root (namespaces, mknod, chown)");
+        skip(test, "the jailer needs root (namespaces, mknod, chown)");
     }
     root
 }
@@ -528,9 +536,10 @@ fn cgroup_v2_limit_is_written_and_the_vmm_joins_the_cgroup() {
     }
     match cgroup_v2_host() {
         Ok(host) => check_cgroup_limit(2, &host),
-        Err(reason) => {
-            eprintln!("SKIP cgroup_v2_limit_is_written_and_the_vmm_joins_the_cgroup: {reason}")
-        }
+        Err(reason) => skip(
+            "cgroup_v2_limit_is_written_and_the_vmm_joins_the_cgroup",
+            &reason,
+        ),
     }
 }
 
@@ -541,9 +550,10 @@ fn cgroup_v1_limit_is_written_and_the_vmm_joins_the_cgroup() {
     }
     match cgroup_v1_host() {
         Ok(host) => check_cgroup_limit(1, &host),
-        Err(reason) => {
-            eprintln!("SKIP cgroup_v1_limit_is_written_and_the_vmm_joins_the_cgroup: {reason}")
-        }
+        Err(reason) => skip(
+            "cgroup_v1_limit_is_written_and_the_vmm_joins_the_cgroup",
+            &reason,
+        ),
     }
 }
 
@@ -667,7 +677,10 @@ fn failure_after_the_jail_is_started_removes_what_it_created() {
     let host = match cgroup_v1_host() {
         Ok(host) => host,
         Err(reason) => {
-            eprintln!("SKIP failure_after_the_jail_is_started_removes_what_it_created: {reason}");
+            skip(
+                "failure_after_the_jail_is_started_removes_what_it_created",
+                &reason,
+            );
             return;
         }
     };
@@ -777,4 +790,87 @@ fn netns_is_joined_and_a_missing_one_is_refused_without_leftovers() {
         "left behind: {:?}",
         tree(base.path())
     );
+}
+
+/// Differential check against Firecracker's own jailer (`SQUIB_REFERENCE_JAILER=<path> cargo
+/// test -p squib-jailer -- --ignored`): both binaries get the same refused command lines and
+/// must answer with the same first stderr line and exit code.
+#[test]
+#[ignore = "needs SQUIB_REFERENCE_JAILER=<Firecracker's jailer>; run with --ignored"]
+fn refusals_match_firecrackers_jailer_when_it_is_given() {
+    let reference = std::env::var("SQUIB_REFERENCE_JAILER")
+        .expect("SQUIB_REFERENCE_JAILER must name Firecracker's jailer binary");
+    let base = tempfile::tempdir().unwrap();
+    let base_str = base.path().to_str().unwrap().to_string();
+    let ok: Vec<String> = [
+        "--exec-file",
+        JAILER,
+        "--uid",
+        "1",
+        "--gid",
+        "1",
+        "--chroot-base-dir",
+        &base_str,
+    ]
+    .iter()
+    .map(|s| (*s).to_string())
+    .collect();
+    let long_id = "a".repeat(65);
+    let lines: Vec<Vec<&str>> = vec![
+        vec!["--id", "a/b"],
+        vec!["--id", ""],
+        vec!["--id", &long_id],
+        vec!["--id", "x", "--uid", "2"],
+        vec!["--id", "x", "--cgroup", "foo"],
+        vec!["--id", "x", "--cgroup", "foo=1"],
+        vec!["--id", "x", "--cgroup", "a=b=c"],
+        vec!["--id", "x", "--cgroup", "../a.b=1"],
+        vec!["--id", "x", "--cgroup", "nosuch.x=1"],
+        vec![
+            "--id",
+            "x",
+            "--cgroup",
+            "nosuch.x=1",
+            "--cgroup-version",
+            "2",
+        ],
+        vec![
+            "--id",
+            "x",
+            "--cgroup",
+            "pids.max=1",
+            "--cgroup-version",
+            "3",
+        ],
+        vec!["--id", "x", "--cgroup-version", "x"],
+        vec!["--id", "x", "--resource-limit", "foo"],
+        vec!["--id", "x", "--resource-limit", "foo=1"],
+        vec!["--id", "x", "--resource-limit", "no-file="],
+        vec!["--id", "x", "--parent-cgroup", "/abs"],
+        vec!["--id=x"],
+        vec!["--id", "x", "stray"],
+        vec!["--id", "x", "--cgroup"],
+    ];
+    let first_line = |bin: &str, args: &[String]| {
+        let out = Command::new(bin).args(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        (out.status.code(), stderr)
+    };
+    for line in lines {
+        let args: Vec<String> = line
+            .iter()
+            .map(|s| (*s).to_string())
+            .chain(ok.iter().cloned())
+            .collect();
+        assert_eq!(
+            first_line(JAILER, &args),
+            first_line(&reference, &args),
+            "{args:?}"
+        );
+    }
+    assert!(tree(base.path()).is_empty());
 }
