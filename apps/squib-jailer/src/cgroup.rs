@@ -252,6 +252,17 @@ impl Cgroup {
         write_line(&self.location.join(file), &pid.to_string())
     }
 
+    /// Moves process `pid` back to the hierarchy's root, so that a jail cgroup it joined can be
+    /// removed when a later step fails. Best effort: the process is about to exit anyway.
+    pub fn leave(&self, pid: u32) {
+        let file = if self.version == 1 {
+            "tasks"
+        } else {
+            "cgroup.procs"
+        };
+        let _ = write_line(&self.hierarchy.join(file), &pid.to_string());
+    }
+
     /// v2: `+<controller>` into `cgroup.subtree_control` from the root down to the parent.
     fn enable_in_ancestors(&self) -> Result<(), JailerError> {
         let Some(parent) = self.location.parent() else {

@@ -66,6 +66,9 @@ fn jail(env: &JailEnv, start_us: u64, start_cpu_us: u64) -> JailerError {
     }) {
         Ok(dev_null) => dev_null,
         Err(err) => {
+            for cgroup in &env.cgroups {
+                cgroup.leave(std::process::id());
+            }
             undo.roll_back();
             return err;
         }

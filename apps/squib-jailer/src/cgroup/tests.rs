@@ -224,6 +224,12 @@ fn v2_write_enables_controller_from_root_down_to_parent() {
         fs::read_to_string(root.join("a/b/vm/cgroup.procs")).unwrap(),
         "17\n"
     );
+    cg.leave(17);
+    assert_eq!(
+        fs::read_to_string(root.join("cgroup.procs")).unwrap(),
+        "17\n",
+        "back at the root"
+    );
 }
 
 #[test]
