@@ -2,9 +2,10 @@
 //!
 //! Firecracker's jailer leaves a half-built jail behind when a later step fails. squib-jailer
 //! records each directory and file it creates (never the ones that already existed) and, when a
-//! step before the exec fails, removes them newest first. Removal is best effort: a cgroup this
-//! process already joined cannot be removed, and a directory someone else filled meanwhile is
-//! left alone (`rmdir` only removes empty directories).
+//! step before the pivot fails, removes them newest first (the caller first moves the process
+//! out of any cgroup it joined, since a populated cgroup cannot be removed). Removal is best
+//! effort: a directory someone else filled meanwhile is left alone (`rmdir` only removes empty
+//! directories).
 
 use std::fs;
 use std::io;
