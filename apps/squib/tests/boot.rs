@@ -16,8 +16,9 @@ use common::{
 };
 use serde_json::json;
 
-/// 4 GiB of page structures to initialise under an emulated guest kernel (`kvm_pvm`).
-const LARGE_BOOT_TIMEOUT: Duration = Duration::from_secs(900);
+/// Backstop for 4 GiB of page structures to initialise under an emulated guest kernel
+/// (`kvm_pvm`); a boot that stops printing fails sooner (`common::SILENCE_LIMIT`).
+const LARGE_BOOT_TIMEOUT: Duration = Duration::from_secs(1800);
 /// Time allowed from a guest's `reboot -f` to squib's exit.
 const EXIT_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a paused guest is watched for console output that must not come.

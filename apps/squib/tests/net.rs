@@ -34,10 +34,12 @@ use common::{boot_args, boot_slot, json, retry_on_pvm_crash, GuestKit, Squib};
 use netns::{enter_private_netns, HostTap};
 use serde_json::{json, Value};
 
-/// Time a guest gets to reach user space (`kvm_pvm` boots take 1 to 3 minutes).
-const GUEST_TIMEOUT: Duration = Duration::from_secs(420);
-/// Time each guest-side step (a few busybox processes) gets.
-const STEP_TIMEOUT: Duration = Duration::from_secs(180);
+/// Backstop for a guest to reach user space (`kvm_pvm` boots take 1 to 3 minutes; a boot that
+/// stops printing fails sooner, `common::SILENCE_LIMIT`).
+const GUEST_TIMEOUT: Duration = Duration::from_secs(1200);
+/// Backstop for each guest-side step (a few busybox processes); a step that stops printing
+/// fails sooner (`common::SILENCE_LIMIT`).
+const STEP_TIMEOUT: Duration = Duration::from_secs(900);
 /// Time one 8 MiB transfer gets (about 100 s on an idle `kvm_pvm` host).
 const TRANSFER_TIMEOUT: Duration = Duration::from_secs(900);
 /// Time a freshly configured guest NIC gets to answer its first ping.

@@ -33,8 +33,9 @@ const BIG_TRANSFER_BYTES: usize = 16 << 20;
 /// Connections to the guest's echo server at once, and the bytes each moves.
 const PARALLEL_CONNECTIONS: usize = 8;
 const PARALLEL_BYTES: usize = 256 << 10;
-/// Time for the guest-side steps after boot (emulated guest: generous).
-const STEP_TIMEOUT: Duration = Duration::from_secs(600);
+/// Backstop for the guest-side steps after boot; a step that stops printing fails sooner
+/// (`common::SILENCE_LIMIT`).
+const STEP_TIMEOUT: Duration = Duration::from_secs(1200);
 
 /// Echoes every connection to `<uds>_<port>` back to its sender until EOF.
 fn host_echo_listener(uds: &Path, port: u32) -> PathBuf {

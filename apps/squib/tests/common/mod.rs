@@ -24,9 +24,14 @@ use std::time::{Duration, Instant};
 
 /// Guests that may boot at once in one test binary.
 pub const MAX_GUESTS: usize = 2;
-/// Time a guest gets to boot to its ready marker (boots take ~45 s of a core here, more
-/// when two share the host).
-pub const BOOT_TIMEOUT: Duration = Duration::from_secs(420);
+/// Backstop for a guest to boot to its ready marker (boots take ~45 s of a core here, much
+/// more on a loaded host). Waits fail earlier, and say so, when squib's output stays silent
+/// for [`SILENCE_LIMIT`] or squib exits: progress decides, not the wall clock.
+pub const BOOT_TIMEOUT: Duration = Duration::from_secs(1200);
+/// How long squib's stdout (the guest console and squib's log) may stay silent while a test
+/// waits for a line before the wait fails: a booting or working guest prints far more often,
+/// even on a busy host.
+pub const SILENCE_LIMIT: Duration = Duration::from_secs(300);
 /// Time the API socket gets to appear after spawning squib.
 const SOCKET_TIMEOUT: Duration = Duration::from_secs(20);
 /// Read/write timeout of one API request.
@@ -160,13 +165,16 @@ impl Output {
         output
     }
 
-    /// Index of the first line at or after `from` containing `pattern`, waiting up to
-    /// `timeout`; `Err` says whether the stream ended or the time ran out.
-    fn find(&self, from: usize, pattern: &str, timeout: Duration) -> Result<usize, &'static str> {
-        let deadline = Instant::now() + timeout;
+    /// Index of the first line at or after `from` containing `pattern`. Waits while the
+    /// stream makes progress: `Err` says whether it ended, stayed silent for
+    /// [`SILENCE_LIMIT`], or `timeout` (a backstop) ran out.
+    fn find(&self, from: usize, pattern: &str, timeout: Duration) -> Result<usize, String> {
+        let started = Instant::now();
+        let deadline = started + timeout;
         let (state, changed) = &*self.0;
         let mut guard = lock(state);
         let mut next = from;
+        let mut last_progress = (guard.lines.len(), started);
         loop {
             if let Some(offset) = guard
                 .lines
@@ -178,14 +186,30 @@ impl Output {
             }
             next = next.max(guard.lines.len());
             if guard.closed {
-                return Err("the output ended");
+                return Err("the output ended (squib exited)".to_owned());
             }
-            let left = deadline.saturating_duration_since(Instant::now());
+            let now = Instant::now();
+            if guard.lines.len() > last_progress.0 {
+                last_progress = (guard.lines.len(), now);
+            }
+            let silent = now.saturating_duration_since(last_progress.1);
+            if silent >= SILENCE_LIMIT {
+                return Err(format!(
+                    "no output for {} s (after {} s of waiting)",
+                    silent.as_secs(),
+                    now.saturating_duration_since(started).as_secs()
+                ));
+            }
+            let left = deadline.saturating_duration_since(now);
             if left.is_zero() {
-                return Err("timed out");
+                return Err(format!(
+                    "still going after the {} s backstop",
+                    timeout.as_secs()
+                ));
             }
+            let wake = left.min(SILENCE_LIMIT - silent);
             guard = changed
-                .wait_timeout(guard, left)
+                .wait_timeout(guard, wake)
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
@@ -338,16 +362,36 @@ impl Squib {
     /// Waits for the process to exit and returns its status.
     ///
     /// # Panics
-    /// If it is still running after `timeout`.
+    /// If it is still running after its stdout stayed silent for [`SILENCE_LIMIT`], or after
+    /// `timeout` (a backstop).
     pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
-        let deadline = Instant::now() + timeout;
+        let started = Instant::now();
+        let mut last_progress = (self.line_count(), started);
         loop {
             match self.child.try_wait() {
                 Ok(Some(status)) => return status,
-                Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(100)),
-                Ok(None) => panic!("squib did not exit within {timeout:?}\n{}", self.report()),
+                Ok(None) => {}
                 Err(e) => panic!("waiting for squib: {e}"),
             }
+            let now = Instant::now();
+            let lines = self.line_count();
+            if lines > last_progress.0 {
+                last_progress = (lines, now);
+            }
+            let silent = now.saturating_duration_since(last_progress.1);
+            assert!(
+                silent < SILENCE_LIMIT,
+                "squib did not exit and printed nothing for {} s\n{}",
+                silent.as_secs(),
+                self.report()
+            );
+            assert!(
+                now < started + timeout,
+                "squib did not exit within the {} s backstop\n{}",
+                timeout.as_secs(),
+                self.report()
+            );
+            thread::sleep(Duration::from_millis(100));
         }
     }
 
