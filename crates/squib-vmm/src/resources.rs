@@ -421,12 +421,6 @@ impl VmResources {
                 self.cpu_config.is_some(),
                 "custom CPU templates (cpu-config)",
             ),
-            (
-                self.serial
-                    .as_ref()
-                    .is_some_and(|s| s.rate_limiter.is_some()),
-                "serial rate limiter",
-            ),
         ];
         // Drives with a vhost-user socket or the Async engine never get here: `put_drive`
         // refuses them.

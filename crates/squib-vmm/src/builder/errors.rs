@@ -52,6 +52,9 @@ pub enum StartMicrovmError {
     /// The serial output file could not be opened.
     #[error("Cannot open the serial output {}: {}", .0.display(), .1)]
     SerialOutput(PathBuf, #[source] HostFileError),
+    /// The thread that writes the guest console to standard output could not start.
+    #[error("Cannot start the serial output thread: {0}")]
+    SerialStdout(#[source] std::io::Error),
     /// A legacy device could not be attached.
     #[error(transparent)]
     Legacy(#[from] LegacyError),

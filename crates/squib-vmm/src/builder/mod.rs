@@ -19,8 +19,8 @@ use squib_arch::memory::create_guest_memory;
 use squib_arch::mptable::setup_mptable;
 use squib_arch::regs::{setup_boot_vcpu_state, setup_fpu_and_msrs, setup_lapic};
 use squib_devices::legacy::boot_timer::{BootTimer, TimestampUs};
-use squib_devices::legacy::serial::{SerialDevice, SerialInput};
-use squib_devices::rate_limiter::RateLimiter;
+use squib_devices::legacy::serial::{RateLimitedOutput, SerialDevice, SerialInput, StdoutPump};
+use squib_devices::rate_limiter::{RateLimiter, TokenBucket};
 use squib_devices::virtio::block::Block;
 use squib_devices::virtio::net::Net;
 use squib_devices::virtio::rng::{self, Entropy};
@@ -226,7 +226,17 @@ fn attach_serial_and_i8042(
             open_host_file(path, OpenSpec::output())
                 .map_err(|e| StartMicrovmError::SerialOutput(path.clone(), e))?,
         ),
-        None => Box::new(std::io::stdout()),
+        None => {
+            Box::new(StdoutPump::spawn(std::io::stdout()).map_err(StartMicrovmError::SerialStdout)?)
+        }
+    };
+    let limit = resources
+        .serial()
+        .and_then(|s| s.rate_limiter.as_ref())
+        .and_then(|b| TokenBucket::new(b.size, b.one_time_burst.unwrap_or(0), b.refill_time));
+    let output = match limit {
+        Some(bucket) => Box::new(RateLimitedOutput::new(output, bucket)),
+        None => output,
     };
     let irq = EventFd::new(libc::EFD_NONBLOCK).map_err(StartMicrovmError::EventFd)?;
     let serial = SerialDevice::new(irq.try_clone().map_err(StartMicrovmError::EventFd)?, output);
