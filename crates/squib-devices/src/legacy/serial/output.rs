@@ -120,9 +120,12 @@ mod tests {
         assert!(UART_METRICS.rate_limiter_dropped_bytes.count() >= dropped + 6);
     }
 
+    /// Whether the reader reads again, and what it received.
+    type ReaderState = Mutex<(bool, Vec<u8>)>;
+
     /// A writer that blocks until released, like a pipe whose reader stopped reading.
     #[derive(Clone, Default)]
-    struct StalledReader(Arc<(Mutex<(bool, Vec<u8>)>, Condvar)>);
+    struct StalledReader(Arc<(ReaderState, Condvar)>);
 
     impl Write for StalledReader {
         fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
