@@ -151,26 +151,55 @@ impl Guest {
     }
 }
 
+/// One direction's figures: throughput, allocations per packet, and the CPU of the thread
+/// running the device (and the fake driver) per GiB moved.
+struct Figures {
+    mib_per_s: f64,
+    allocs_per_packet: f64,
+    cpu_ms_per_gib: f64,
+}
+
+/// CPU time of the calling thread, in µs.
+fn thread_cpu_us() -> u64 {
+    squib_logger::time::clock_us(libc::CLOCK_THREAD_CPUTIME_ID)
+}
+
+fn figures(bytes: u64, packets: u64, secs: f64, cpu_us: u64, allocs: u64) -> Figures {
+    let gib = bytes as f64 / f64::from(1 << 30);
+    Figures {
+        mib_per_s: bytes as f64 / secs / f64::from(1 << 20),
+        allocs_per_packet: allocs as f64 / packets.max(1) as f64,
+        cpu_ms_per_gib: cpu_us as f64 / 1000.0 / gib.max(f64::MIN_POSITIVE),
+    }
+}
+
 fn main() {
+    println!("| direction | packet / buffer | MiB/s | CPU-ms/GiB (device + driver thread) | allocations/packet |");
+    println!("|---|---:|---:|---:|---:|");
     for size in [4096usize, 16 * 1024, 64 * 1024] {
-        let (rate, allocs) = guest_to_host(size);
+        let f = guest_to_host(size);
         println!(
-            "guest -> host {:>2} KiB packets: {rate:8.1} MiB/s, allocations/packet {allocs:.3}",
-            size / 1024
+            "| guest -> host | {} KiB | {:.1} | {:.0} | {:.3} |",
+            size / 1024,
+            f.mib_per_s,
+            f.cpu_ms_per_gib,
+            f.allocs_per_packet
         );
     }
     for size in [4096u32, 64 * 1024] {
-        let (rate, allocs) = host_to_guest(size);
+        let f = host_to_guest(size);
         println!(
-            "host -> guest {:>2} KiB buffers: {rate:8.1} MiB/s, allocations/packet {allocs:.3}",
-            size / 1024
+            "| host -> guest | {} KiB | {:.1} | {:.0} | {:.3} |",
+            size / 1024,
+            f.mib_per_s,
+            f.cpu_ms_per_gib,
+            f.allocs_per_packet
         );
     }
 }
 
-/// MiB/s of guest RW packets of `size` bytes drained by a host reader, and allocations per
-/// packet after warm-up.
-fn guest_to_host(size: usize) -> (f64, f64) {
+/// Guest RW packets of `size` bytes drained by a host reader, after warm-up.
+fn guest_to_host(size: usize) -> Figures {
     let dir = tempfile::tempdir().expect("temp dir");
     let (mut g, mut stream) = Guest::connected(dir.path());
     let reader = std::thread::spawn(move || {
@@ -203,7 +232,7 @@ fn guest_to_host(size: usize) -> (f64, f64) {
     for _ in 0..200 {
         round(&mut g);
     }
-    let before = thread_allocations();
+    let (before, cpu_before) = (thread_allocations(), thread_cpu_us());
     let (start, mut packets, mut bytes) = (Instant::now(), 0u64, 0u64);
     while start.elapsed() < RUN {
         let (p, b) = round(&mut g);
@@ -211,15 +240,15 @@ fn guest_to_host(size: usize) -> (f64, f64) {
         bytes += b;
     }
     let secs = start.elapsed().as_secs_f64();
-    let allocs = (thread_allocations() - before) as f64 / packets.max(1) as f64;
+    let cpu = thread_cpu_us() - cpu_before;
+    let allocs = thread_allocations() - before;
     drop(g);
     let _ = reader.join();
-    (bytes as f64 / secs / f64::from(1 << 20), allocs)
+    figures(bytes, packets, secs, cpu, allocs)
 }
 
-/// MiB/s of host data read into guest rx buffers of `size` bytes, and allocations per packet
-/// after warm-up.
-fn host_to_guest(size: u32) -> (f64, f64) {
+/// Host data read into guest rx buffers of `size` bytes, after warm-up.
+fn host_to_guest(size: u32) -> Figures {
     let dir = tempfile::tempdir().expect("temp dir");
     let (mut g, mut stream) = Guest::connected(dir.path());
     let writer = std::thread::spawn(move || {
@@ -249,7 +278,7 @@ fn host_to_guest(size: u32) -> (f64, f64) {
     while start.elapsed() < Duration::from_millis(200) {
         round(&mut g);
     }
-    let before = thread_allocations();
+    let (before, cpu_before) = (thread_allocations(), thread_cpu_us());
     let (start, mut packets, mut bytes) = (Instant::now(), 0u64, 0u64);
     while start.elapsed() < RUN {
         let (p, b) = round(&mut g);
@@ -257,8 +286,9 @@ fn host_to_guest(size: u32) -> (f64, f64) {
         bytes += b;
     }
     let secs = start.elapsed().as_secs_f64();
-    let allocs = (thread_allocations() - before) as f64 / packets.max(1) as f64;
+    let cpu = thread_cpu_us() - cpu_before;
+    let allocs = thread_allocations() - before;
     drop(g);
     let _ = writer.join();
-    (bytes as f64 / secs / f64::from(1 << 20), allocs)
+    figures(bytes, packets, secs, cpu, allocs)
 }
