@@ -3,8 +3,7 @@
 //!
 //! Inputs are already validated by `squib-api`; this store adds the checks that need I/O
 //! (opening the kernel, initrd and drive files and the network interfaces' TAPs, as
-//! Firecracker does at PUT time) or other resources (one root device, unique guest MACs,
-//! memory vs. balloon size). It also holds the MMDS document the net devices' endpoints read.
+//! Firecracker does at PUT time) or other resources (one root device, unique guest MACs). It also holds the MMDS document the net devices' endpoints read.
 //!
 //! Files are opened through [`open_host_file`]: never blocking the VMM thread, and kept only
 //! when they are of a type that makes sense (a kernel is a regular file, a drive a regular
@@ -15,9 +14,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use squib_api::schemas::{
-    BalloonConfig, BootSourceConfig, CacheType, CpuConfig, DriveConfig, EntropyConfig,
-    HotplugMemoryConfig, IoEngine, MachineConfig, MmdsConfig, NetworkInterfaceConfig, PmemConfig,
-    SerialConfig, VsockConfig,
+    BootSourceConfig, CacheType, DriveConfig, EntropyConfig, IoEngine, MachineConfig, MmdsConfig,
+    NetworkInterfaceConfig, SerialConfig, VsockConfig,
 };
 use squib_devices::virtio::block::disk::DiskFile;
 use squib_devices::virtio::block::{Block, BlockConfig, BlockError, CacheMode};
@@ -184,18 +182,10 @@ pub struct VmResources {
     mmds_store: SharedMmdsStore,
     /// `PUT /vsock`: the device exists from PUT on (its Unix socket is bound then).
     vsock: Option<VsockResource>,
-    /// Balloon (not built yet).
-    pub balloon: Option<BalloonConfig>,
     /// `PUT /entropy` (the device is built at `InstanceStart`).
     pub entropy: Option<EntropyConfig>,
-    /// pmem devices (not built yet).
-    pub pmem: Vec<PmemConfig>,
-    /// virtio-mem (not built yet).
-    pub memory_hotplug: Option<HotplugMemoryConfig>,
     /// MMDS configuration.
     pub mmds_config: Option<MmdsConfig>,
-    /// Custom CPU template (not applied yet).
-    pub cpu_config: Option<CpuConfig>,
 }
 
 /// The vsock device `PUT /vsock` built, with the configuration it came from.
@@ -406,28 +396,6 @@ impl VmResources {
     #[must_use]
     pub fn vsock(&self) -> Option<&VsockResource> {
         self.vsock.as_ref()
-    }
-
-    /// Refuse, naming it, any configured device squib cannot build yet.
-    ///
-    /// # Errors
-    /// [`ResourceError::NotSupported`] for the first such device.
-    pub fn check_buildable(&self) -> Result<(), ResourceError> {
-        let unsupported = [
-            (self.balloon.is_some(), "virtio-balloon"),
-            (!self.pmem.is_empty(), "virtio-pmem"),
-            (self.memory_hotplug.is_some(), "virtio-mem (memory hotplug)"),
-            (
-                self.cpu_config.is_some(),
-                "custom CPU templates (cpu-config)",
-            ),
-        ];
-        // Drives with a vhost-user socket or the Async engine never get here: `put_drive`
-        // refuses them.
-        match unsupported.iter().find(|(configured, _)| *configured) {
-            Some((_, what)) => Err(ResourceError::NotSupported(what)),
-            None => Ok(()),
-        }
     }
 }
 

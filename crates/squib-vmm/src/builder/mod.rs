@@ -87,7 +87,6 @@ pub fn build_microvm(
     events: &mut EventManager<Subscriber>,
     ctx: BuildContext<'_>,
 ) -> Result<RunningVm, StartMicrovmError> {
-    resources.check_buildable()?;
     let boot = resources
         .boot_source()
         .ok_or(StartMicrovmError::MissingKernel)?;

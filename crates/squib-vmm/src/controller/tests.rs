@@ -182,31 +182,58 @@ fn mmds_over_the_limit_is_413_and_leaves_the_store_unchanged() {
 }
 
 #[test]
-fn configured_devices_squib_cannot_build_make_instance_start_name_them() {
-    let dir = tempfile::tempdir().unwrap();
-    let kernel = dir.path().join("vmlinux");
-    std::fs::write(&kernel, b"not a kernel").unwrap();
+fn what_squib_cannot_build_yet_is_refused_when_put_naming_it() {
     let mut vmm = vmm();
-    let boot = BootSourceConfig {
-        kernel_image_path: kernel,
-        initrd_path: None,
-        boot_args: None,
-    };
+    let cases = [
+        (
+            "/balloon",
+            json!({"amount_mib": 0, "deflate_on_oom": false}),
+            "virtio-balloon is not supported by squib yet.",
+        ),
+        (
+            "/pmem/p0",
+            json!({"id": "p0", "path_on_host": "/p"}),
+            "virtio-pmem is not supported by squib yet.",
+        ),
+        (
+            "/hotplug/memory",
+            json!({"total_size_mib": 1024}),
+            "virtio-mem (memory hotplug) is not supported by squib yet.",
+        ),
+        (
+            "/cpu-config",
+            json!({"kvm_capabilities": ["121"]}),
+            "Custom CPU templates (PUT /cpu-config) is not supported by squib yet.",
+        ),
+        (
+            "/machine-config",
+            json!({"vcpu_count": 1, "mem_size_mib": 128, "huge_pages": "2M"}),
+            "Huge pages (huge_pages) is not supported by squib yet.",
+        ),
+        (
+            "/machine-config",
+            json!({"vcpu_count": 1, "mem_size_mib": 128, "track_dirty_pages": true}),
+            "Dirty page tracking (track_dirty_pages) is not supported by squib yet.",
+        ),
+        (
+            "/machine-config",
+            json!({"vcpu_count": 1, "mem_size_mib": 128, "cpu_template": "T2"}),
+            "Static CPU templates (cpu_template) is not supported by squib yet.",
+        ),
+    ];
+    for (path, body, message) in cases {
+        assert_eq!(
+            fault_of(vmm.handle_action(parsed("PUT", path, &body))),
+            message,
+            "{path}"
+        );
+    }
+    let defaults = json!({"vcpu_count": 1, "mem_size_mib": 128, "huge_pages": "None",
+        "track_dirty_pages": false, "cpu_template": "None"});
     assert!(matches!(
-        vmm.handle_action(ApiAction::PutBootSource(boot)),
+        vmm.handle_action(parsed("PUT", "/machine-config", &defaults)),
         ApiResponse::NoContent
     ));
-    let balloon = parsed(
-        "PUT",
-        "/balloon",
-        &json!({"amount_mib": 0, "deflate_on_oom": false}),
-    );
-    assert!(matches!(vmm.handle_action(balloon), ApiResponse::NoContent));
-    let message = fault_of(vmm.handle_action(ApiAction::Action(InstanceAction::InstanceStart)));
-    assert_eq!(
-        message,
-        "Start microvm error: virtio-balloon is not supported by squib yet"
-    );
 }
 
 /// The action the API thread makes of `method path body`.

@@ -4,10 +4,11 @@
 use squib_api::action::ApiResponse;
 use squib_api::schemas::vm_config::VmConfig;
 use squib_api::schemas::{
-    BootSourceConfig, CpuConfig, MachineConfig, MachineConfigPatch, SerialConfig,
+    BootSourceConfig, CpuConfig, CpuTemplate, HugePages, MachineConfig, MachineConfigPatch,
+    SerialConfig,
 };
 
-use crate::controller::{ActionError, ActionResult};
+use crate::controller::{not_supported, ActionError, ActionResult};
 use crate::vmm::Vmm;
 
 /// A `200` with `value` as JSON.
@@ -23,13 +24,20 @@ pub(crate) fn json_response(value: &impl serde::Serialize) -> ActionResult {
 
 impl Vmm {
     /// `PUT /machine-config`: a full replacement.
+    /// Settings squib does not implement yet are refused here, naming them, rather than
+    /// accepted and ignored.
     pub(crate) fn put_machine_config(&mut self, config: MachineConfig) -> ActionResult {
-        if let Some(balloon) = &self.resources.balloon {
-            if u64::from(balloon.amount_mib) > config.mem_size_mib as u64 {
-                return Err(ActionError::invalid(
-                    "The memory size (MiB) is smaller than the previously set balloon device target size.",
-                ));
-            }
+        if config.huge_pages != HugePages::None {
+            return Err(not_supported("Huge pages (huge_pages)"));
+        }
+        if config.track_dirty_pages {
+            return Err(not_supported("Dirty page tracking (track_dirty_pages)"));
+        }
+        if config
+            .cpu_template
+            .is_some_and(|template| template != CpuTemplate::None)
+        {
+            return Err(not_supported("Static CPU templates (cpu_template)"));
         }
         self.resources.set_machine_config(config);
         Ok(ApiResponse::NoContent)
@@ -53,10 +61,9 @@ impl Vmm {
         Ok(ApiResponse::NoContent)
     }
 
-    /// `PUT /cpu-config`.
-    pub(crate) fn put_cpu_config(&mut self, config: CpuConfig) -> ActionResult {
-        self.resources.cpu_config = Some(config);
-        Ok(ApiResponse::NoContent)
+    /// `PUT /cpu-config`: custom CPU templates are not applied yet.
+    pub(crate) fn put_cpu_config(&mut self, _config: CpuConfig) -> ActionResult {
+        Err(not_supported("Custom CPU templates (PUT /cpu-config)"))
     }
 
     /// `PUT /serial`.
@@ -69,7 +76,7 @@ impl Vmm {
     pub(crate) fn get_vm_config(&mut self) -> ActionResult {
         let r = &self.resources;
         let config = VmConfig {
-            balloon: r.balloon.clone(),
+            balloon: None,
             drives: r
                 .drives_in_attach_order()
                 .map(|d| d.config.clone())
@@ -86,8 +93,8 @@ impl Vmm {
             network_interfaces: r.net_configs(),
             vsock: r.vsock().map(|v| v.config.clone()),
             entropy: r.entropy.clone(),
-            pmem: r.pmem.clone(),
-            memory_hotplug: r.memory_hotplug.clone(),
+            pmem: Vec::new(),
+            memory_hotplug: None,
         };
         json_response(&config)
     }

@@ -1,6 +1,7 @@
-//! Device actions: drives, network interfaces, pmem, vsock, entropy, balloon and memory
-//! hotplug. Before boot they configure the store (checks across resources: one root device,
-//! unique MACs, balloon vs. memory size); after boot they update running devices.
+//! Device actions: drives, network interfaces, vsock, entropy, and the devices squib does
+//! not build yet (pmem, balloon, memory hotplug: refused when put, naming them). Before boot
+//! they configure the store (checks across resources: one root device, unique MACs); after
+//! boot they update running devices.
 
 use squib_api::action::ApiResponse;
 use squib_api::schemas::{
@@ -9,7 +10,6 @@ use squib_api::schemas::{
     NetworkInterfaceConfig, NetworkPatch, PmemConfig, PmemPatch, VsockConfig,
 };
 
-use super::config::json_response;
 use crate::controller::{not_supported, ActionError, ActionResult};
 use crate::limiter_config::{rate_limiter_update, update_block_rate_limiter};
 use crate::resources::{open_drive_file, ResourceError};
@@ -116,25 +116,12 @@ impl Vmm {
         Err(no_hot_unplug())
     }
 
-    /// `PUT /pmem/{id}`: one root device across block and pmem.
-    pub(crate) fn put_pmem(&mut self, config: PmemConfig) -> ActionResult {
+    /// `PUT /pmem/{id}`: virtio-pmem is not built yet.
+    pub(crate) fn put_pmem(&mut self, _config: PmemConfig) -> ActionResult {
         if self.booted() {
             return Err(no_hotplug());
         }
-        if config.root_device && self.resources.root_device_cmdline().is_some() {
-            return Err(ActionError::invalid(
-                "Attempt to add pmem as a root device while the root device defined as a block device",
-            ));
-        }
-        let pmem = &mut self.resources.pmem;
-        if config.root_device && pmem.iter().any(|p| p.root_device && p.id != config.id) {
-            return Err(ActionError::invalid("A root pmem device already exist"));
-        }
-        match pmem.iter_mut().find(|p| p.id == config.id) {
-            Some(existing) => *existing = config,
-            None => pmem.push(config),
-        }
-        Ok(ApiResponse::NoContent)
+        Err(not_supported("virtio-pmem"))
     }
 
     /// `PATCH /pmem/{id}`: no pmem device is ever built yet.
@@ -160,23 +147,14 @@ impl Vmm {
         Ok(ApiResponse::NoContent)
     }
 
-    /// `PUT /balloon`: its target must fit in guest memory.
-    pub(crate) fn put_balloon(&mut self, config: BalloonConfig) -> ActionResult {
-        if u64::from(config.amount_mib) > self.resources.machine_config().mem_size_mib as u64 {
-            return Err(ActionError::invalid(
-                "Amount of pages requested is too large.",
-            ));
-        }
-        self.resources.balloon = Some(config);
-        Ok(ApiResponse::NoContent)
+    /// `PUT /balloon`: virtio-balloon is not built yet.
+    pub(crate) fn put_balloon(&mut self, _config: BalloonConfig) -> ActionResult {
+        Err(not_supported("virtio-balloon"))
     }
 
-    /// `GET /balloon`: the configured balloon, if any (no balloon device runs yet).
+    /// `GET /balloon`.
     pub(crate) fn get_balloon(&mut self) -> ActionResult {
-        match &self.resources.balloon {
-            Some(balloon) if !self.booted() => json_response(balloon),
-            _ => Err(no_balloon()),
-        }
+        Err(no_balloon())
     }
 
     /// `GET /balloon/statistics`.
@@ -210,9 +188,8 @@ impl Vmm {
     }
 
     /// `PUT /hotplug/memory`.
-    pub(crate) fn put_hotplug_memory(&mut self, config: HotplugMemoryConfig) -> ActionResult {
-        self.resources.memory_hotplug = Some(config);
-        Ok(ApiResponse::NoContent)
+    pub(crate) fn put_hotplug_memory(&mut self, _config: HotplugMemoryConfig) -> ActionResult {
+        Err(no_memory_hotplug())
     }
 
     /// `GET /hotplug/memory`.
