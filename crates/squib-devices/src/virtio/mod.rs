@@ -264,6 +264,32 @@ impl VirtioState {
     }
 }
 
+impl VirtioState {
+    /// The checks every device makes on activation: not already active, every queue set up
+    /// by the driver.
+    ///
+    /// # Errors
+    /// [`ActivateError::AlreadyActive`] or [`ActivateError::InvalidQueue`] naming the first
+    /// queue that is not ready.
+    pub fn check_activation(&self, already_active: bool) -> Result<(), ActivateError> {
+        use virtio_queue::QueueT;
+        if already_active {
+            return Err(ActivateError::AlreadyActive);
+        }
+        match self.queues.iter().position(|q| !q.ready()) {
+            Some(index) => Err(ActivateError::InvalidQueue { index }),
+            None => Ok(()),
+        }
+    }
+
+    /// Device reset, the part every device shares: no accepted features, queues at their
+    /// power-on state.
+    pub fn reset(&mut self) {
+        self.acked_features = 0;
+        reset_queues(&mut self.queues);
+    }
+}
+
 /// Whether feature `bit` is set in `features`.
 #[must_use]
 pub const fn has_feature(features: u64, bit: u32) -> bool {

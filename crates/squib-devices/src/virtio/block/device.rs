@@ -20,8 +20,8 @@ use super::{features as blk, status, BlockConfig, BlockError, BlockMetrics, Cach
 use super::{MAX_DISCARD_SECTORS, MAX_DRAIN_BYTES, QUEUE_SIZE, SEG_MAX, SIZE_MAX};
 use crate::rate_limiter::{BucketUpdate, RateLimiter, TokenType};
 use crate::virtio::{
-    device_type, features, reset_queues, ActivateError, GuestMemoryMmap, VirtioDevice,
-    VirtioInterrupt, VirtioState,
+    device_type, features, ActivateError, GuestMemoryMmap, VirtioDevice, VirtioInterrupt,
+    VirtioState,
 };
 
 /// Config space bytes: up to `write_zeroes_may_unmap` and its padding (virtio 1.2 §5.2.4).
@@ -451,13 +451,9 @@ impl VirtioDevice for Block {
         mem: GuestMemoryMmap,
         interrupt: Arc<VirtioInterrupt>,
     ) -> Result<(), ActivateError> {
-        if self.mem.is_some() {
+        if let Err(e) = self.state.check_activation(self.mem.is_some()) {
             self.metrics.activate_fails.inc();
-            return Err(ActivateError::AlreadyActive);
-        }
-        if !self.state.queues[0].ready() {
-            self.metrics.activate_fails.inc();
-            return Err(ActivateError::InvalidQueue { index: 0 });
+            return Err(e);
         }
         self.mem = Some(mem);
         self.interrupt = Some(interrupt);
@@ -471,8 +467,7 @@ impl VirtioDevice for Block {
     fn reset(&mut self) {
         self.mem = None;
         self.interrupt = None;
-        self.state.acked_features = 0;
-        reset_queues(&mut self.state.queues);
+        self.state.reset();
     }
 }
 

@@ -20,10 +20,10 @@ use vm_memory::GuestAddress;
 
 use super::tap::{offload, Tap, TapIo};
 use super::{features as net, FrameInterceptor, NetConfig, NetError, NetMetrics};
-use super::{RateLimiterUpdate, MAX_BUFFER_LEN, MIN_MTU, QUEUE_SIZE, RX_INDEX, TX_INDEX};
+use super::{RateLimiterUpdate, MAX_BUFFER_LEN, MIN_MTU, QUEUE_SIZE};
 use crate::rate_limiter::RateLimiter;
 use crate::virtio::{
-    device_type, features, has_feature, reset_queues, ActivateError, GuestMemoryMmap, VirtioDevice,
+    device_type, features, has_feature, ActivateError, GuestMemoryMmap, VirtioDevice,
     VirtioInterrupt, VirtioState,
 };
 
@@ -341,16 +341,9 @@ impl VirtioDevice for Net {
         mem: GuestMemoryMmap,
         interrupt: Arc<VirtioInterrupt>,
     ) -> Result<(), ActivateError> {
-        if self.mem.is_some() {
+        if let Err(e) = self.state.check_activation(self.mem.is_some()) {
             self.metrics.activate_fails.inc();
-            return Err(ActivateError::AlreadyActive);
-        }
-        if let Some(index) = [RX_INDEX, TX_INDEX]
-            .into_iter()
-            .find(|&i| !self.state.queues[i].ready())
-        {
-            self.metrics.activate_fails.inc();
-            return Err(ActivateError::InvalidQueue { index });
+            return Err(e);
         }
         let flags = self.tap_offloads();
         if let Err(e) = self.tap.set_offload(flags) {
@@ -372,14 +365,13 @@ impl VirtioDevice for Net {
     fn reset(&mut self) {
         self.mem = None;
         self.interrupt = None;
-        self.state.acked_features = 0;
+        self.state.reset();
         self.rx.pending = 0;
         self.rx.in_guest = 0;
         self.rx.chains.clear();
         self.rx.segs.clear();
         self.rx.capacity = 0;
         self.tx.blocked_on_tap = false;
-        reset_queues(&mut self.state.queues);
     }
 }
 

@@ -17,8 +17,8 @@ use super::request::{self, Segment, MAX_DESCRIPTORS};
 use super::{EntropyError, EntropyMetrics, MAX_ENTROPY_BYTES, QUEUE_SIZE, RNG_QUEUE};
 use crate::rate_limiter::{RateLimiter, TokenType};
 use crate::virtio::{
-    device_type, features, reset_queues, ActivateError, GuestMemoryMmap, VirtioDevice,
-    VirtioInterrupt, VirtioState,
+    device_type, features, ActivateError, GuestMemoryMmap, VirtioDevice, VirtioInterrupt,
+    VirtioState,
 };
 
 /// Most entropy one drain serves before yielding to other event sources (16 full requests).
@@ -327,13 +327,9 @@ impl VirtioDevice for Entropy {
         mem: GuestMemoryMmap,
         interrupt: Arc<VirtioInterrupt>,
     ) -> Result<(), ActivateError> {
-        if self.mem.is_some() {
+        if let Err(e) = self.state.check_activation(self.mem.is_some()) {
             self.metrics.activate_fails.inc();
-            return Err(ActivateError::AlreadyActive);
-        }
-        if !self.state.queues[RNG_QUEUE].ready() {
-            self.metrics.activate_fails.inc();
-            return Err(ActivateError::InvalidQueue { index: RNG_QUEUE });
+            return Err(e);
         }
         self.mem = Some(mem);
         self.interrupt = Some(interrupt);
@@ -347,8 +343,7 @@ impl VirtioDevice for Entropy {
     fn reset(&mut self) {
         self.mem = None;
         self.interrupt = None;
-        self.state.acked_features = 0;
-        reset_queues(&mut self.state.queues);
+        self.state.reset();
     }
 }
 

@@ -21,8 +21,8 @@ use super::{
     VsockError, VsockMetrics, EVQ_INDEX, QUEUE_SIZE, RX_INDEX, TX_INDEX, VIRTIO_F_IN_ORDER,
 };
 use crate::virtio::{
-    device_type, features, reset_queues, ActivateError, GuestMemoryMmap, VirtioDevice,
-    VirtioInterrupt, VirtioState,
+    device_type, features, ActivateError, GuestMemoryMmap, VirtioDevice, VirtioInterrupt,
+    VirtioState,
 };
 
 /// `virtio_vsock_event.id` of a transport reset.
@@ -264,16 +264,9 @@ impl VirtioDevice for Vsock {
         mem: GuestMemoryMmap,
         interrupt: Arc<VirtioInterrupt>,
     ) -> Result<(), ActivateError> {
-        if self.mem.is_some() {
+        if let Err(e) = self.state.check_activation(self.mem.is_some()) {
             self.metrics.activate_fails.inc();
-            return Err(ActivateError::AlreadyActive);
-        }
-        if let Some(index) = [RX_INDEX, TX_INDEX, EVQ_INDEX]
-            .into_iter()
-            .find(|&i| !self.state.queues[i].ready())
-        {
-            self.metrics.activate_fails.inc();
-            return Err(ActivateError::InvalidQueue { index });
+            return Err(e);
         }
         self.mem = Some(mem);
         self.interrupt = Some(interrupt);
@@ -293,7 +286,6 @@ impl VirtioDevice for Vsock {
         self.muxer.drop_connections();
         self.reset_event_pending = false;
         self.rx_gated = false;
-        self.state.acked_features = 0;
-        reset_queues(&mut self.state.queues);
+        self.state.reset();
     }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use super::*;
 use crate::rate_limiter::{BucketUpdate, TokenBucket};
 use crate::virtio::net::features as net;
+use crate::virtio::net::TX_INDEX;
 use crate::virtio::test_utils::{F_NEXT, F_WRITE};
 use harness::{frame, NetHarness, RX_BUF, TX_BUF};
 
