@@ -8,7 +8,7 @@
 //!
 //! The same functions run three ways:
 //! - `tests/corpus.rs`: every seed of `corpus/<target>/` and a fixed number of pseudo-random
-//!   inputs per target, inside `cargo test` (the bounded CI run);
+//!   inputs per target, inside `cargo test` (the bounded CI run, about 8 s);
 //! - `fuzz/` at the repository root: one libFuzzer target each (`cargo fuzz run <target>`);
 //! - [`TARGETS`] by name, for tools.
 //!

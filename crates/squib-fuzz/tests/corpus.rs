@@ -1,5 +1,5 @@
 //! The bounded CI run of the fuzz targets: every seed in `corpus/<target>/`, then a fixed
-//! number of deterministic pseudo-random inputs per target (fresh bytes, and seeds with
+//! number (1,000) of deterministic pseudo-random inputs per target (fresh bytes, and seeds with
 //! bytes overwritten, cut or extended, which get much further into each scenario), all in
 //! the normal `cargo test`. A panic here is a bug the fuzzer found; the input is printed.
 //!
@@ -15,7 +15,7 @@ use squib_fuzz::TARGETS;
 
 /// Pseudo-random inputs per target: the whole test stays well under a minute in a debug
 /// build on a busy 2-core machine (the device targets set up a device per input).
-const RANDOM_INPUTS: u64 = 300;
+const RANDOM_INPUTS: u64 = 1000;
 
 fn corpus_dir(target: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
