@@ -55,13 +55,40 @@ pub const TARGETS: [(&str, Target); 8] = [
     ("kernel_loader", kernel_loader),
 ];
 
-/// A fresh temp file, in `/dev/shm` when there is one (no disk I/O per run).
-pub(crate) fn scratch_file() -> Option<tempfile::NamedTempFile> {
+/// Treat SIGPIPE as squib does (`apps/squib/src/signals.rs` counts it and goes on): a write
+/// to a Unix stream whose peer is gone must fail with `EPIPE`, not kill the process. Rust
+/// programs ignore SIGPIPE before `main`, but a libFuzzer binary's `main` is libFuzzer's.
+pub(crate) fn ignore_sigpipe() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: SIG_IGN for SIGPIPE installs no handler code; it only changes what the
+        // kernel does on a write to a closed pipe or socket (return EPIPE).
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+        }
+    });
+}
+
+/// Where scratch files go: `/dev/shm` when there is one (no disk I/O per run).
+fn scratch_parent() -> std::path::PathBuf {
     let shm = std::path::Path::new("/dev/shm");
     if shm.is_dir() {
-        if let Ok(file) = tempfile::NamedTempFile::new_in(shm) {
-            return Some(file);
-        }
+        shm.to_owned()
+    } else {
+        std::env::temp_dir()
     }
-    tempfile::NamedTempFile::new().ok()
+}
+
+/// A fresh temp file in [`scratch_parent`].
+pub(crate) fn scratch_file() -> Option<tempfile::NamedTempFile> {
+    tempfile::NamedTempFile::new_in(scratch_parent())
+        .or_else(|_| tempfile::NamedTempFile::new())
+        .ok()
+}
+
+/// A fresh temp dir in [`scratch_parent`].
+pub(crate) fn scratch_dir() -> Option<tempfile::TempDir> {
+    tempfile::tempdir_in(scratch_parent())
+        .or_else(|_| tempfile::tempdir())
+        .ok()
 }

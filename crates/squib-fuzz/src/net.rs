@@ -197,6 +197,7 @@ const GUEST_IP: Ipv4Addr = Ipv4Addr::new(172, 16, 0, 2);
 
 /// The `virtio_net` target.
 pub fn virtio_net(data: &[u8]) {
+    crate::ignore_sigpipe();
     let mut input = Input::new(data);
     let mode = input.u8();
     let mtu = (mode & 8 != 0).then(|| input.u16());

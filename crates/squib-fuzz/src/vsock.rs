@@ -25,7 +25,7 @@ use vm_memory::{Bytes, GuestAddress};
 use crate::guest::{
     self, activate, queue_addr, queue_op, register_accesses, slot_addr, QUEUE_SIZE,
 };
-use crate::{Input, MAX_STEPS};
+use crate::{scratch_dir, Input, MAX_STEPS};
 
 /// The guest's CID.
 pub const GUEST_CID: u64 = 3;
@@ -112,8 +112,9 @@ impl Host {
 
 /// The `virtio_vsock` target.
 pub fn virtio_vsock(data: &[u8]) {
+    crate::ignore_sigpipe();
     let mut input = Input::new(data);
-    let Ok(dir) = tempfile::tempdir() else {
+    let Some(dir) = scratch_dir() else {
         return;
     };
     let uds = dir.path().join("v.sock");
