@@ -32,5 +32,5 @@ run_one() {
 }
 export -f run_one
 export runs seconds
-export -a flags 2>/dev/null || true
+# Arrays do not cross into the `bash -c` children: each sets the same flags again.
 printf '%s\n' "${targets[@]}" | xargs -P "$jobs" -I{} bash -c 'flags=(-s none -a); run_one {}'
