@@ -29,10 +29,10 @@ pub const MAX_GUESTS: usize = 2;
 /// for [`SILENCE_LIMIT`] or squib exits: progress decides, not the wall clock.
 pub const BOOT_TIMEOUT: Duration = Duration::from_secs(1200);
 /// How long squib's stdout (the guest console and squib's log) may stay silent while a test
-/// waits for a line before the wait fails. A working guest prints far more often, but an
-/// emulated kernel initialising 4 GiB of page structures on a loaded host was seen silent
-/// for over 5 minutes.
-pub const SILENCE_LIMIT: Duration = Duration::from_secs(600);
+/// waits for a line before the wait fails. A working guest prints far more often, but a
+/// 4 GiB guest prints nothing until its console is up, after initialising its page
+/// structures: about 5 minutes on an idle kvm_pvm host, more on a loaded one.
+pub const SILENCE_LIMIT: Duration = Duration::from_secs(900);
 /// Time the API socket gets to appear after spawning squib.
 const SOCKET_TIMEOUT: Duration = Duration::from_secs(20);
 /// Read/write timeout of one API request.
