@@ -120,8 +120,8 @@ pub fn boot_slot() -> BootSlot {
     take_slots(1)
 }
 
-/// Blocks until no other guest of this process runs, and keeps it so: for a guest with more
-/// vCPUs than the host has cores. Oversubscribed further, an emulated SMP kernel can spin in
+/// Blocks until no other guest of this process runs, and keeps it so: for a guest with as
+/// many vCPUs as the host has cores. Oversubscribed, an emulated SMP kernel can spin in
 /// `stop_machine` for many minutes (seen here: RCU stalls with 5 vCPUs on 2 cores).
 pub fn exclusive_boot_slot() -> BootSlot {
     take_slots(MAX_GUESTS)
