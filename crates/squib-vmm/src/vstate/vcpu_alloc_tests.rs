@@ -15,11 +15,10 @@ use kvm_ioctls::VcpuExit;
 use squib_devices::bus::Bus;
 use squib_devices::legacy::i8042::I8042Device;
 use squib_devices::legacy::serial::SerialDevice;
-use squib_devices::virtio::block::{Block, BlockConfig, CacheMode};
-use squib_devices::virtio::mmio::{reg, MmioTransport};
-use vm_memory::{GuestAddress, GuestMemoryMmap};
+use squib_devices::virtio::mmio::reg;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
+use super::tests::{virtio_block_bus, VIRTIO_BASE};
 use super::{handle_exit, Step};
 
 thread_local! {
@@ -54,7 +53,6 @@ fn count_allocations(f: impl FnOnce()) -> u64 {
 
 const COM1: u16 = 0x3f8;
 const I8042: u16 = 0x60;
-const VIRTIO_BASE: u64 = 0xd000_0000;
 
 struct Buses {
     pio: Bus,
@@ -72,21 +70,7 @@ fn buses() -> Buses {
     pio.insert(Arc::new(Mutex::new(i8042)), u64::from(I8042), 5)
         .unwrap();
 
-    let disk = tempfile::NamedTempFile::new().unwrap();
-    disk.as_file().set_len(1 << 20).unwrap();
-    let block = Block::new(BlockConfig {
-        drive_id: "rootfs".into(),
-        path: disk.path().to_owned(),
-        read_only: false,
-        cache: CacheMode::Unsafe,
-        rate_limiter: None,
-    })
-    .unwrap();
-    let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap();
-    let transport = MmioTransport::new(mem, Arc::new(Mutex::new(block))).unwrap();
-    let mut mmio = Bus::new();
-    mmio.insert(Arc::new(Mutex::new(transport)), VIRTIO_BASE, 0x1000)
-        .unwrap();
+    let (mmio, disk) = virtio_block_bus();
     Buses {
         pio,
         mmio,

@@ -170,7 +170,7 @@ fn a_spawned_vcpu_does_not_run_the_guest_before_it_is_started() {
 // ---- exit handling ----
 
 const COM1: u16 = 0x3f8;
-const VIRTIO_BASE: u64 = 0xd000_0000;
+pub(super) const VIRTIO_BASE: u64 = 0xd000_0000;
 
 #[derive(Clone, Default)]
 struct SharedBuf(Arc<Mutex<Vec<u8>>>);
@@ -201,6 +201,18 @@ fn buses() -> Buses {
     );
     pio.insert(Arc::new(Mutex::new(serial)), u64::from(COM1), 8)
         .unwrap();
+    let (mmio, disk) = virtio_block_bus();
+    Buses {
+        pio,
+        mmio,
+        serial_out,
+        _disk: disk,
+    }
+}
+
+/// An MMIO bus with a virtio-block transport at [`VIRTIO_BASE`], over a 1 MiB temp file
+/// (kept alive by the caller). Shared with the allocation tests.
+pub(super) fn virtio_block_bus() -> (Bus, tempfile::NamedTempFile) {
     let disk = tempfile::NamedTempFile::new().unwrap();
     disk.as_file().set_len(1 << 20).unwrap();
     let block = Block::new(BlockConfig {
@@ -216,12 +228,7 @@ fn buses() -> Buses {
     let mut mmio = Bus::new();
     mmio.insert(Arc::new(Mutex::new(transport)), VIRTIO_BASE, 0x1000)
         .unwrap();
-    Buses {
-        pio,
-        mmio,
-        serial_out,
-        _disk: disk,
-    }
+    (mmio, disk)
 }
 
 fn exit(b: &Buses, exit: VcpuExit<'_>) -> Step {
