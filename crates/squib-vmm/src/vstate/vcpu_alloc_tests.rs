@@ -3,15 +3,12 @@
 //! transport, allocates nothing once warm. `VcpuExit` borrows its data, so the exits are
 //! built here without KVM.
 //!
-//! The counting allocator is a copy of `squib_devices::alloc_counter` (per-thread counts, a
-//! `const` thread-local `Cell`): using that one needs a squib-devices dev-dependency with
-//! `test-utils` in this crate's Cargo.toml.
+//! Counted per thread by `squib_devices::alloc_counter`.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::sync::{Arc, Mutex};
 
 use kvm_ioctls::VcpuExit;
+use squib_devices::alloc_counter::CountingAlloc;
 use squib_devices::bus::Bus;
 use squib_devices::legacy::i8042::I8042Device;
 use squib_devices::legacy::serial::SerialDevice;
@@ -21,34 +18,11 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use super::tests::{virtio_block_bus, VIRTIO_BASE};
 use super::{handle_exit, Step};
 
-thread_local! {
-    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
-}
-
-struct CountingAlloc;
-
-// SAFETY: every call is forwarded unchanged to the system allocator; the only addition is a
-// thread-local counter update, which neither allocates nor touches the returned memory.
-unsafe impl GlobalAlloc for CountingAlloc {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
-        // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract, passed through as is.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` came from `System.alloc` with this `layout` (see `alloc`).
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
 #[global_allocator]
 static GLOBAL: CountingAlloc = CountingAlloc;
 
 fn count_allocations(f: impl FnOnce()) -> u64 {
-    let before = ALLOCATIONS.with(Cell::get);
-    f();
-    ALLOCATIONS.with(Cell::get) - before
+    squib_devices::alloc_counter::count_allocations(f).1
 }
 
 const COM1: u16 = 0x3f8;
