@@ -76,7 +76,7 @@ fn api_boot_two_vcpus_pause_resume_and_reboot() {
     let Some(kit) = GuestKit::locate() else {
         return;
     };
-    let _slot = boot_slot();
+    let _slot = common::exclusive_boot_slot();
     let mut squib = Squib::with_api("boot-api-2cpu", &[]);
     let args = boot_args(&format!("squib.action=tick squib.ticks={TICKS}"));
     let kernel = kit.vmlinux().display().to_string();

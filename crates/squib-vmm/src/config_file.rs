@@ -29,13 +29,23 @@ pub enum ConfigFileError {
 }
 
 /// The actions a configuration file stands for, in the order Firecracker applies them.
-fn actions_of(config: VmConfig) -> Vec<ApiAction> {
+fn actions_of(mut config: VmConfig) -> Vec<ApiAction> {
+    let boot_source = std::mem::take(&mut config.boot_source);
+    let cpu_config = config.cpu_config.take();
     let mut actions = Vec::new();
-    actions.push(ApiAction::PutMachineConfig(config.machine_config));
-    if let Some(cpu) = config.cpu_config {
-        actions.push(ApiAction::PutCpuConfig(cpu));
-    }
-    actions.push(ApiAction::PutBootSource(config.boot_source));
+    actions.push(ApiAction::PutMachineConfig(config.machine_config.clone()));
+    actions.extend(cpu_config.map(ApiAction::PutCpuConfig));
+    actions.push(ApiAction::PutBootSource(boot_source));
+    actions.extend(device_actions(config));
+    actions.push(ApiAction::Action(InstanceAction::InstanceStart));
+    actions
+}
+
+/// The device, MMDS, logger and metrics sections of `config` as API actions, in Firecracker's
+/// order. A snapshot load replays these (after the machine configuration) to rebuild the
+/// devices it restores.
+pub(crate) fn device_actions(config: VmConfig) -> Vec<ApiAction> {
+    let mut actions = Vec::new();
     actions.extend(config.drives.into_iter().map(ApiAction::PutDrive));
     actions.extend(
         config
@@ -51,7 +61,6 @@ fn actions_of(config: VmConfig) -> Vec<ApiAction> {
     actions.extend(config.memory_hotplug.map(ApiAction::PutHotplugMemory));
     actions.extend(config.logger.map(ApiAction::PutLogger));
     actions.extend(config.metrics.map(ApiAction::PutMetrics));
-    actions.push(ApiAction::Action(InstanceAction::InstanceStart));
     actions
 }
 

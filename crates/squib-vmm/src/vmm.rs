@@ -69,6 +69,8 @@ pub struct Vmm {
     pub(crate) stop: StopNotifier,
     pub(crate) running: Option<RunningVm>,
     pub(crate) paused: bool,
+    /// A boot-path resource was configured: `PUT /snapshot/load` is refused from then on.
+    pub(crate) boot_resources_configured: bool,
     /// Set when a request (or a failure) ends the process.
     pub(crate) exit: Option<FcExitCode>,
     api: Option<ApiReceiver>,
@@ -106,6 +108,7 @@ impl Vmm {
             stop,
             running: None,
             paused: false,
+            boot_resources_configured: false,
             exit: None,
             api,
         })

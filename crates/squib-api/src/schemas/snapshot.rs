@@ -98,8 +98,9 @@ pub struct RawVsockOverride {
     uds_path: String,
 }
 
-/// `PUT /snapshot/load` body (unknown top-level fields ignored, as Firecracker).
+/// `PUT /snapshot/load` body; an unknown field is refused, as Firecracker's code does.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RawSnapshotLoad {
     snapshot_path: String,
     #[serde(default)]

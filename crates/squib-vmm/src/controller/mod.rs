@@ -69,16 +69,40 @@ macro_rules! dispatch_to_handlers {
 
 squib_api::for_each_api_action!(dispatch_to_handlers);
 
+/// Whether `action` configures a resource of the boot path, after which a snapshot can no
+/// longer be loaded (Firecracker's rule: the logger, metrics, serial, MMDS data and CPU
+/// configuration do not count).
+fn configures_boot_resources(action: &ApiAction) -> bool {
+    matches!(
+        action,
+        ApiAction::PutBootSource(_)
+            | ApiAction::PutMachineConfig(_)
+            | ApiAction::PatchMachineConfig(_)
+            | ApiAction::PutDrive(_)
+            | ApiAction::PutNetwork(_)
+            | ApiAction::PutVsock(_)
+            | ApiAction::PutMmdsConfig(_)
+            | ApiAction::PutBalloon(_)
+            | ApiAction::PutEntropy(_)
+            | ApiAction::PutPmem(_)
+            | ApiAction::PutHotplugMemory(_)
+    )
+}
+
 impl Vmm {
     /// Admit and perform one API action.
     pub fn handle_action(&mut self, action: ApiAction) -> ApiResponse {
         let spec = action.spec();
         let booted = self.running.is_some();
+        let boot_specific = !booted && configures_boot_resources(&action);
         let result = match (spec.admission, booted) {
             (Admission::PostBootOnly, false) => Err(ActionError::fault(NOT_SUPPORTED_BEFORE_START)),
             (Admission::PreBootOnly, true) => Err(ActionError::fault(NOT_SUPPORTED_AFTER_START)),
             _ => self.dispatch(action),
         };
+        if boot_specific && result.is_ok() {
+            self.boot_resources_configured = true;
+        }
         match result {
             Ok(response) => response,
             Err(ActionError::Invalid(message)) => {
