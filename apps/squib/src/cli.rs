@@ -2,19 +2,17 @@
 //!
 //! Launchers pass flags in Firecracker's `--name value` form: no `=`, no short flags, each flag
 //! at most once. Errors use `arg_parser`'s wording and exit 153 (`FcExitCode::ArgParsing`); a
-//! bad `--level` exits 152 (`BadConfiguration`). `--help`, `--version` and
-//! `--snapshot-version` print and exit 0 ([`CliOutcome::PrintAndExit`]).
+//! bad `--level` exits 152 (`BadConfiguration`). `--help`, `--version`,
+//! `--snapshot-version` and `--describe-snapshot` print and exit ([`CliOutcome::PrintAndExit`]).
 //!
-//! Flags for features squib does not have yet (`--enable-pci`, `--seccomp-filter`,
-//! `--describe-snapshot`) fail with a message naming the feature instead of being ignored.
+//! Flags for features squib does not have yet (`--enable-pci`, `--seccomp-filter`) fail with
+//! a message naming the feature instead of being ignored.
 
 use std::path::PathBuf;
 
 use squib_logger::logger::{Level, LoggerSettings};
 
 use squib_api::version::FIRECRACKER_VERSION;
-/// The snapshot format version Firecracker 1.17 prints for `--snapshot-version`.
-pub const SNAPSHOT_VERSION: &str = "v11.0.0";
 /// Default `--api-sock`.
 pub const DEFAULT_API_SOCK: &str = "/run/firecracker.socket";
 /// Default `--id` (Firecracker's `DEFAULT_INSTANCE_ID`).
@@ -68,7 +66,7 @@ const FLAGS: &[Flag] = &[
     flag("no-seccomp", false, "Optional parameter which allows starting and using a microVM without seccomp filtering."),
     flag("version", false, "Print the binary version number."),
     flag("snapshot-version", false, "Print the supported data format version."),
-    flag("describe-snapshot", true, "Print the data format version of the provided snapshot state file (not supported by squib yet)."),
+    flag("describe-snapshot", true, "Print the data format version of the provided snapshot state file."),
     flag("help", false, "Show the help message."),
 ];
 
@@ -240,12 +238,31 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<CliOutcome, CliEr
     }
     if given.has("snapshot-version") {
         return Ok(CliOutcome::PrintAndExit {
-            text: format!("{SNAPSHOT_VERSION}\n"),
+            text: format!("{}\n", squib_snapshot::SNAPSHOT_VERSION),
             code: 0,
         });
     }
+    if let Some(path) = given.value("describe-snapshot") {
+        return Ok(describe_snapshot(std::path::Path::new(path)));
+    }
     check_combinations(&given)?;
     build(&given).map(|cli| CliOutcome::Run(Box::new(cli)))
+}
+
+/// `--describe-snapshot FILE`: the format version the state file was written with (its
+/// checksum is not checked, so a damaged file still tells its version), or why it cannot be
+/// read (exit 1).
+fn describe_snapshot(path: &std::path::Path) -> CliOutcome {
+    match squib_snapshot::describe(path) {
+        Ok(version) => CliOutcome::PrintAndExit {
+            text: format!("{version}\n"),
+            code: 0,
+        },
+        Err(e) => CliOutcome::PrintAndExit {
+            text: format!("Failed to describe the snapshot {}: {e}\n", path.display()),
+            code: 1,
+        },
+    }
 }
 
 /// `--version` output: Firecracker's `Firecracker v<version>\n\n`, then squib's own version.
@@ -329,7 +346,6 @@ fn check_combinations(given: &Given) -> Result<(), CliError> {
     let unsupported = [
         ("enable-pci", "the virtio-pci transport"),
         ("seccomp-filter", "loading a custom seccomp filter"),
-        ("describe-snapshot", "snapshots"),
     ];
     for (flag, feature) in unsupported {
         if given.has(flag) {

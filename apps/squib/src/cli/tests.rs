@@ -134,10 +134,33 @@ fn snapshot_version_prints_the_format_version() {
     assert_eq!(
         parse(args(&["--snapshot-version"])),
         Ok(CliOutcome::PrintAndExit {
-            text: "v11.0.0\n".into(),
+            text: "v1.0.0\n".into(),
             code: 0
         })
     );
+}
+
+#[test]
+fn describe_snapshot_prints_the_files_version_or_why_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("vm.snap");
+    squib_snapshot::save_state(&path, &42u32).unwrap();
+    let path_arg = path.display().to_string();
+    assert_eq!(
+        parse(args(&["--describe-snapshot", &path_arg])),
+        Ok(CliOutcome::PrintAndExit {
+            text: "v1.0.0\n".into(),
+            code: 0
+        })
+    );
+    let missing = dir.path().join("missing").display().to_string();
+    let Ok(CliOutcome::PrintAndExit { text, code }) =
+        parse(args(&["--describe-snapshot", &missing]))
+    else {
+        panic!("--describe-snapshot of a missing file must print why");
+    };
+    assert_eq!(code, 1);
+    assert!(text.contains("Failed to open snapshot file"), "{text}");
 }
 
 #[test]
@@ -206,7 +229,6 @@ fn missing_features_are_rejected_by_name() {
     for (list, flag) in [
         (&["--enable-pci"][..], "enable-pci"),
         (&["--seccomp-filter", "/f.bpf"], "seccomp-filter"),
-        (&["--describe-snapshot", "/snap"], "describe-snapshot"),
     ] {
         let err = fail(list);
         assert!(
