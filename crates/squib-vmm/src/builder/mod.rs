@@ -22,6 +22,7 @@ use squib_devices::legacy::boot_timer::{BootTimer, TimestampUs};
 use squib_devices::legacy::serial::{RateLimitedOutput, SerialDevice, SerialInput, StdoutPump};
 use squib_devices::rate_limiter::{RateLimiter, TokenBucket};
 use squib_devices::virtio::block::Block;
+use squib_devices::virtio::mmio::MmioTransport;
 use squib_devices::virtio::net::Net;
 use squib_devices::virtio::rng::{self, Entropy};
 use squib_devices::virtio::vsock::Vsock;
@@ -74,6 +75,8 @@ pub struct RunningVm {
     pub vsock: Option<Arc<Mutex<Vsock>>>,
     /// The entropy device, when `PUT /entropy` configured one.
     pub entropy: Option<Arc<Mutex<Entropy>>>,
+    /// Every virtio-mmio transport, in attach order (the devices above sit behind them).
+    pub transports: Vec<Arc<Mutex<MmioTransport>>>,
     /// The kernel command line the guest got.
     pub cmdline: String,
 }
@@ -104,25 +107,10 @@ pub fn build_microvm(
     };
 
     let mut devices = DeviceManager::new();
-    let boot_timer = if ctx.boot_timer {
-        Some(devices.attach_boot_timer(ctx.start)?)
-    } else {
-        None
-    };
     // Event-loop subscribers are added only once every step has succeeded, so a failed
     // InstanceStart leaves nothing behind in the loop.
     let mut subscribers: Vec<Subscriber> = Vec::new();
-    let (serial, i8042) = attach_serial_and_i8042(
-        &mut devices,
-        &vm,
-        resources,
-        ctx.reset_evt,
-        &mut subscribers,
-    )?;
-    let blocks = attach_blocks(&mut devices, &vm, &mem, resources, &mut subscribers)?;
-    let nets = attach_nets(&mut devices, &vm, &mem, resources, &mut subscribers)?;
-    let vsock = attach_vsock(&mut devices, &vm, &mem, resources, &mut subscribers)?;
-    let entropy = attach_entropy(&mut devices, &vm, &mem, resources, &mut subscribers)?;
+    let attached = attach_devices(&mut devices, &vm, &mem, resources, &ctx, &mut subscribers)?;
 
     let cmdline = build_cmdline(resources, &devices)?;
     setup_mptable(&mem, machine.vcpu_count)?;
@@ -147,6 +135,56 @@ pub fn build_microvm(
     )?;
 
     let vcpu_fds = create_vcpus(&kvm, &vm, &mem, &kernel, machine.vcpu_count, machine.smt)?;
+    let cmdline = cmdline
+        .as_cstring()
+        .map(|c| c.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let parts = VmParts {
+        vm,
+        mem,
+        devices,
+        attached,
+        subscribers,
+        cmdline,
+    };
+    run_vm(parts, vcpu_fds, events, &ctx, VcpuStart::Running)
+}
+
+/// What a booted or restored microVM is made of before its vCPU threads exist.
+pub(crate) struct VmParts {
+    pub(crate) vm: Vm,
+    pub(crate) mem: GuestMemoryMmap,
+    pub(crate) devices: DeviceManager,
+    pub(crate) attached: AttachedDevices,
+    pub(crate) subscribers: Vec<Subscriber>,
+    pub(crate) cmdline: String,
+}
+
+/// Whether new vCPU threads run the guest at once (boot) or wait for a resume (a restored
+/// VM is `Paused` until asked to resume).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum VcpuStart {
+    Running,
+    Paused,
+}
+
+/// Spawn one thread per vCPU fd, add the devices to the event loop and hand back the
+/// running VM.
+pub(crate) fn run_vm(
+    parts: VmParts,
+    vcpu_fds: Vec<VcpuFd>,
+    events: &mut EventManager<Subscriber>,
+    ctx: &BuildContext<'_>,
+    start: VcpuStart,
+) -> Result<RunningVm, StartMicrovmError> {
+    let VmParts {
+        vm,
+        mem,
+        devices,
+        attached,
+        subscribers,
+        cmdline,
+    } = parts;
     let pio_bus = Arc::new(devices.pio_bus);
     let mmio_bus = Arc::new(devices.mmio_bus);
     let runners = (0u8..).zip(vcpu_fds).map(|(index, fd)| VcpuRunner {
@@ -157,36 +195,69 @@ pub fn build_microvm(
         stop: ctx.stop.clone(),
         instance_start: (index == 0).then_some(ctx.instant),
     });
-    let vcpus = spawn_vcpus(runners)?;
+    let vcpus = spawn_vcpus(runners, start)?;
     for subscriber in subscribers {
         events.add_subscriber(subscriber);
     }
-
-    let cmdline = cmdline
-        .as_cstring()
-        .map(|c| c.to_string_lossy().into_owned())
-        .unwrap_or_default();
     Ok(RunningVm {
         vm,
         mem,
         vcpus,
+        legacy: attached.legacy,
+        blocks: attached.blocks,
+        nets: attached.nets,
+        vsock: attached.vsock,
+        entropy: attached.entropy,
+        transports: devices.mmio_transports,
+        cmdline,
+    })
+}
+
+/// The devices of a microVM, attached in Firecracker's order.
+pub(crate) struct AttachedDevices {
+    pub(crate) legacy: LegacyDevices,
+    pub(crate) blocks: Vec<AttachedBlock>,
+    pub(crate) nets: Vec<AttachedNet>,
+    pub(crate) vsock: Option<Arc<Mutex<Vsock>>>,
+    pub(crate) entropy: Option<Arc<Mutex<Entropy>>>,
+}
+
+/// Attach every device `resources` describes (boot timer, serial and i8042, then the virtio
+/// devices), in the order that decides their MMIO slots and GSIs: a restore attaches the same
+/// configuration in the same order, so each device gets back the slot it had.
+pub(crate) fn attach_devices(
+    devices: &mut DeviceManager,
+    vm: &Vm,
+    mem: &GuestMemoryMmap,
+    resources: &VmResources,
+    ctx: &BuildContext<'_>,
+    subscribers: &mut Vec<Subscriber>,
+) -> Result<AttachedDevices, StartMicrovmError> {
+    let boot_timer = if ctx.boot_timer {
+        Some(devices.attach_boot_timer(ctx.start)?)
+    } else {
+        None
+    };
+    let (serial, i8042) =
+        attach_serial_and_i8042(devices, vm, resources, ctx.reset_evt, subscribers)?;
+    Ok(AttachedDevices {
         legacy: LegacyDevices {
             serial,
             i8042,
             boot_timer,
         },
-        blocks,
-        nets,
-        vsock,
-        entropy,
-        cmdline,
+        blocks: attach_blocks(devices, vm, mem, resources, subscribers)?,
+        nets: attach_nets(devices, vm, mem, resources, subscribers)?,
+        vsock: attach_vsock(devices, vm, mem, resources, subscribers)?,
+        entropy: attach_entropy(devices, vm, mem, resources, subscribers)?,
     })
 }
 
-/// Spawn every vCPU thread (each parked), then start them all. When a spawn fails, the
-/// threads already spawned end without having run the guest.
+/// Spawn every vCPU thread (each parked), then start them all unless `start` keeps them
+/// paused. When a spawn fails, the threads already spawned end without having run the guest.
 fn spawn_vcpus(
     runners: impl Iterator<Item = VcpuRunner>,
+    start: VcpuStart,
 ) -> Result<Vec<VcpuHandle>, StartMicrovmError> {
     let mut vcpus = Vec::new();
     for runner in runners {
@@ -197,6 +268,9 @@ fn spawn_vcpus(
                 return Err(StartMicrovmError::SpawnVcpu(e));
             }
         }
+    }
+    if start == VcpuStart::Paused {
+        return Ok(vcpus);
     }
     for vcpu in &vcpus {
         // A parked thread only ends if its handle is dropped: this cannot fail here.

@@ -55,8 +55,10 @@ impl DeviceManager {
             vm.register_mmio_ioevent(evt, addr + reg::QUEUE_NOTIFY, queue_index)?;
         }
         vm.register_irqfd(transport.interrupt_evt(), gsi)?;
+        let transport = Arc::new(Mutex::new(transport));
         self.mmio_bus
-            .insert(Arc::new(Mutex::new(transport)), addr, VIRTIO_MMIO_SLOT_SIZE)?;
+            .insert(transport.clone(), addr, VIRTIO_MMIO_SLOT_SIZE)?;
+        self.mmio_transports.push(transport);
 
         let info = MmioDeviceInfo {
             addr,

@@ -11,8 +11,11 @@ mod mmio;
 pub use legacy::{LegacyDevices, LegacyError, SharedI8042, SharedSerial};
 pub use mmio::MmioError;
 
+use std::sync::{Arc, Mutex};
+
 use squib_arch::acpi::MmioDeviceInfo;
 use squib_devices::bus::Bus;
+use squib_devices::virtio::mmio::MmioTransport;
 
 /// The buses the vCPUs dispatch to and the MMIO devices the guest must be told about.
 #[derive(Debug, Default)]
@@ -23,6 +26,8 @@ pub struct DeviceManager {
     pub mmio_bus: Bus,
     /// Every virtio-mmio device, in attach order.
     pub mmio_devices: Vec<MmioDeviceInfo>,
+    /// Their transports, in the same order (a snapshot saves and restores them).
+    pub mmio_transports: Vec<Arc<Mutex<MmioTransport>>>,
 }
 
 impl DeviceManager {

@@ -74,8 +74,14 @@ impl Vmm {
 
     /// `GET /vm/config`: the whole store in the `--config-file` format.
     pub(crate) fn get_vm_config(&mut self) -> ActionResult {
+        json_response(&self.vm_config())
+    }
+
+    /// The whole resource store in the `--config-file` format (also what a snapshot keeps of
+    /// the configuration).
+    pub(crate) fn vm_config(&self) -> VmConfig {
         let r = &self.resources;
-        let config = VmConfig {
+        VmConfig {
             balloon: None,
             drives: r
                 .drives_in_attach_order()
@@ -95,7 +101,6 @@ impl Vmm {
             entropy: r.entropy.clone(),
             pmem: Vec::new(),
             memory_hotplug: None,
-        };
-        json_response(&config)
+        }
     }
 }
