@@ -27,6 +27,7 @@ mod limiter_config;
 pub mod mmds_interceptor;
 pub mod net;
 pub mod resources;
+pub mod snapshot;
 pub mod vmm;
 pub mod vstate;
 
