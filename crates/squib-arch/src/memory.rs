@@ -1,4 +1,5 @@
-//! Guest RAM: where it lies around the 32-bit MMIO hole, and creating it.
+//! Guest RAM: where it lies around the 32-bit MMIO hole, and creating it, empty for a boot or
+//! restored from a snapshot's memory file.
 //!
 //! Like Firecracker (`arch/x86_64/mod.rs` `arch_memory_regions`) RAM starts at 0 and
 //! runs up to [`MMIO32_START`] (3 GiB); whatever does not fit below the hole continues at
@@ -6,13 +7,25 @@
 //! `MAP_NORESERVE`: untouched guest memory costs the host no RSS and no swap reservation, so
 //! a 4 GiB guest that uses 60 MiB costs about 60 MiB.
 //!
+//! A snapshot's memory file holds the regions back to back in guest-address order (region *i*
+//! at the sum of the earlier sizes). A restore either maps that file copy-on-write
+//! ([`create_guest_memory_from_file`]: lazy, and many clones of one snapshot share its page
+//! cache), or creates empty anonymous regions ([`create_guest_memory_for_uffd`]) that a
+//! userfaultfd page-fault handler fills on demand.
+//!
 //! Not modelled yet: Firecracker's 64-bit MMIO window at 256 GiB (only used with PCI), so a
 //! guest larger than 255 GiB is refused rather than laid across it.
 
-use vm_memory::mmap::{MmapRegionBuilder, MmapRegionError};
-use vm_memory::{GuestAddress, GuestMemoryMmap, GuestRegionCollectionError, GuestRegionMmap};
+use std::fs::File;
+use std::io;
+use std::sync::Arc;
 
-use crate::layout::{MMIO32_START, RAM_64BIT_START};
+use vm_memory::mmap::{MmapRegionBuilder, MmapRegionError};
+use vm_memory::{
+    FileOffset, GuestAddress, GuestMemoryMmap, GuestRegionCollectionError, GuestRegionMmap,
+};
+
+use crate::layout::{MMIO32_START, PAGE_SIZE, RAM_64BIT_START};
 
 /// Largest guest RAM accepted: everything must fit below Firecracker's 64-bit MMIO window
 /// at 256 GiB, after the 1 GiB hole at 3 GiB.
@@ -51,9 +64,74 @@ pub enum MemoryError {
         /// Size of the region.
         size: usize,
     },
-    /// The regions could not form one guest memory (overlap, unsorted).
-    #[error("cannot assemble the guest memory regions")]
+    /// The regions could not form one guest memory (none, overlapping, unsorted).
+    #[error("cannot assemble the guest memory regions: {0}")]
     Regions(#[source] GuestRegionCollectionError),
+    /// A restored region is empty, or does not start and end on a page boundary.
+    #[error(
+        "guest memory region at {addr:#x} of {size:#x} bytes is not a non-empty run of whole \
+         {page_size:#x}-byte pages"
+    )]
+    Unaligned {
+        /// Guest-physical start of the region.
+        addr: u64,
+        /// Size of the region.
+        size: usize,
+        /// The page size it must be made of.
+        page_size: usize,
+    },
+}
+
+/// Errors mapping guest memory from a snapshot's memory file. The texts are Firecracker's
+/// (`GuestMemoryFromFileError`).
+#[derive(Debug, thiserror::Error)]
+pub enum MemoryFromFileError {
+    /// hugetlbfs pages cannot be a private mapping of an ordinary file.
+    #[error(
+        "Cannot restore hugetlbfs backed snapshot by mapping the memory file. Please use uffd."
+    )]
+    HugetlbfsSnapshot,
+    /// The memory file could not be inspected or duplicated.
+    #[error("Failed to load guest memory: {0}")]
+    File(#[source] io::Error),
+    /// The file is shorter than the regions it should hold.
+    #[error(
+        "Failed to restore guest memory: Total sum of memory regions exceeds largest possible \
+         file offset"
+    )]
+    OffsetTooLarge {
+        /// Sum of the region sizes.
+        regions_bytes: u64,
+        /// Length of the memory file.
+        file_bytes: u64,
+    },
+    /// The regions could not be mapped.
+    #[error("Failed to restore guest memory: {0}")]
+    Memory(#[source] MemoryError),
+}
+
+/// The pages restored guest memory is made of (a snapshot's `huge_pages`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HugePageMode {
+    /// The host's base pages.
+    #[default]
+    None,
+    /// Base pages advised with `MADV_HUGEPAGE`, which the kernel may back with transparent
+    /// huge pages.
+    Transparent,
+    /// 2 MiB hugetlbfs pages (`MAP_HUGETLB | MAP_HUGE_2MB`).
+    Hugetlbfs2M,
+}
+
+impl HugePageMode {
+    /// The page size regions are made of: what their addresses and sizes must be multiples of,
+    /// and the unit a userfaultfd handler fills.
+    pub fn page_size(self) -> usize {
+        match self {
+            HugePageMode::None | HugePageMode::Transparent => PAGE_SIZE as usize,
+            HugePageMode::Hugetlbfs2M => 2 << 20,
+        }
+    }
 }
 
 /// The guest-physical RAM regions for `mem_size_bytes` of RAM: one region below the MMIO hole,
@@ -85,9 +163,93 @@ pub fn create_guest_memory(mem_size_mib: usize) -> Result<GuestMemoryMmap, Memor
     // Cannot overflow: MAX_MEM_SIZE_MIB << 20 fits a 64-bit usize.
     let regions = arch_memory_regions(mem_size_mib << 20)
         .into_iter()
-        .map(|(addr, size)| map_region(addr, size))
+        .map(|(addr, size)| map_region(addr, size, None, HugePageMode::None))
         .collect::<Result<Vec<_>, _>>()?;
     GuestMemoryMmap::from_regions(regions).map_err(MemoryError::Regions)
+}
+
+/// Maps a snapshot's memory file as guest memory: `regions` (guest address and size, in
+/// guest-address order) each a private copy-on-write `MAP_NORESERVE` mapping of the file at
+/// the sum of the earlier sizes. Pages are read from the file when the guest first touches
+/// them and guest writes never reach the file. The file may be longer than the regions, not
+/// shorter.
+pub fn create_guest_memory_from_file(
+    regions: &[(GuestAddress, usize)],
+    file: &File,
+    huge: HugePageMode,
+) -> Result<GuestMemoryMmap, MemoryFromFileError> {
+    if huge == HugePageMode::Hugetlbfs2M {
+        return Err(MemoryFromFileError::HugetlbfsSnapshot);
+    }
+    check_restored_regions(regions, huge).map_err(MemoryFromFileError::Memory)?;
+    let file_bytes = file.metadata().map_err(MemoryFromFileError::File)?.len();
+    // Cannot overflow: the regions were just checked to total at most MAX_MEM_SIZE_MIB.
+    let regions_bytes: u64 = regions.iter().map(|&(_, size)| size as u64).sum();
+    if regions_bytes > file_bytes {
+        return Err(MemoryFromFileError::OffsetTooLarge {
+            regions_bytes,
+            file_bytes,
+        });
+    }
+    // One duplicate of the descriptor, shared by every region, lives as long as the memory.
+    let file = Arc::new(file.try_clone().map_err(MemoryFromFileError::File)?);
+    let mut offset = 0u64;
+    let mut mapped = Vec::with_capacity(regions.len());
+    for &(addr, size) in regions {
+        let file_offset = FileOffset::from_arc(Arc::clone(&file), offset);
+        mapped.push(
+            map_region(addr, size, Some(file_offset), huge).map_err(MemoryFromFileError::Memory)?,
+        );
+        // Cannot overflow: the sum of all sizes fits the file length checked above.
+        offset += size as u64;
+    }
+    GuestMemoryMmap::from_regions(mapped)
+        .map_err(|err| MemoryFromFileError::Memory(MemoryError::Regions(err)))
+}
+
+/// Creates empty guest memory for a userfaultfd handler to fill: `regions` (guest address and
+/// size, in guest-address order) each an anonymous private `MAP_NORESERVE` mapping, the kind
+/// of memory `UFFDIO_REGISTER` in missing mode accepts. With [`HugePageMode::Hugetlbfs2M`] the
+/// regions are 2 MiB hugetlbfs pages, which the host must have reserved.
+pub fn create_guest_memory_for_uffd(
+    regions: &[(GuestAddress, usize)],
+    huge: HugePageMode,
+) -> Result<GuestMemoryMmap, MemoryError> {
+    check_restored_regions(regions, huge)?;
+    let mapped = regions
+        .iter()
+        .map(|&(addr, size)| map_region(addr, size, None, huge))
+        .collect::<Result<Vec<_>, _>>()?;
+    GuestMemoryMmap::from_regions(mapped).map_err(MemoryError::Regions)
+}
+
+/// Regions read from a snapshot are not trusted: each must be whole pages at a page-aligned
+/// address (file offsets and userfaultfd ranges need it), and all of them together no more
+/// than a booted guest could have. Order and overlap are checked when they are assembled.
+fn check_restored_regions(
+    regions: &[(GuestAddress, usize)],
+    huge: HugePageMode,
+) -> Result<(), MemoryError> {
+    let page_size = huge.page_size();
+    let mut total = 0usize;
+    for &(addr, size) in regions {
+        if size == 0 || size % page_size != 0 || addr.0 % page_size as u64 != 0 {
+            return Err(MemoryError::Unaligned {
+                addr: addr.0,
+                size,
+                page_size,
+            });
+        }
+        total = total.saturating_add(size);
+    }
+    let max_bytes = MAX_MEM_SIZE_MIB << 20;
+    if total > max_bytes {
+        return Err(MemoryError::TooLarge {
+            mem_size_mib: total.div_ceil(1 << 20),
+            max_mib: MAX_MEM_SIZE_MIB,
+        });
+    }
+    Ok(())
 }
 
 /// Keep guest RAM out of the VMM's core dumps (it is the guest's data, and large). The
@@ -106,81 +268,55 @@ fn exclude_from_core_dumps(ptr: *mut u8, size: usize) {
     }
 }
 
-/// One anonymous private mapping of `size` bytes placed at guest address `addr`.
-fn map_region(addr: GuestAddress, size: usize) -> Result<GuestRegionMmap, MemoryError> {
-    let mapping = MmapRegionBuilder::new(size)
+/// One private `MAP_NORESERVE` mapping of `size` bytes placed at guest address `addr`: of the
+/// file at `file_offset` when there is one, anonymous otherwise.
+fn map_region(
+    addr: GuestAddress,
+    size: usize,
+    file_offset: Option<FileOffset>,
+    huge: HugePageMode,
+) -> Result<GuestRegionMmap, MemoryError> {
+    let mut flags = libc::MAP_PRIVATE | libc::MAP_NORESERVE;
+    if file_offset.is_none() {
+        flags |= libc::MAP_ANONYMOUS;
+    }
+    let hugetlbfs = huge == HugePageMode::Hugetlbfs2M;
+    if hugetlbfs {
+        flags |= libc::MAP_HUGETLB | libc::MAP_HUGE_2MB;
+    }
+    let mut builder = MmapRegionBuilder::new(size)
         .with_mmap_prot(libc::PROT_READ | libc::PROT_WRITE)
-        .with_mmap_flags(libc::MAP_ANONYMOUS | libc::MAP_PRIVATE | libc::MAP_NORESERVE)
-        .build()
-        .map_err(|source| MemoryError::Mmap {
-            addr: addr.0,
-            size,
-            source,
-        })?;
+        .with_mmap_flags(flags)
+        .with_hugetlbfs(hugetlbfs);
+    if let Some(file_offset) = file_offset {
+        builder = builder.with_file_offset(file_offset);
+    }
+    let mapping = builder.build().map_err(|source| MemoryError::Mmap {
+        addr: addr.0,
+        size,
+        source,
+    })?;
     exclude_from_core_dumps(mapping.as_ptr(), size);
+    if huge == HugePageMode::Transparent {
+        advise_transparent_huge_pages(mapping.as_ptr(), size);
+    }
     GuestRegionMmap::new(mapping, addr).ok_or(MemoryError::RegionOverflow { addr: addr.0, size })
 }
 
-#[cfg(test)]
-mod tests {
-    use vm_memory::{Bytes, GuestMemoryBackend, GuestMemoryRegion};
-
-    use super::*;
-
-    const MIB: usize = 1 << 20;
-    const GIB: usize = 1 << 30;
-
-    #[test]
-    fn small_guest_has_one_region_from_zero() {
-        assert_eq!(
-            arch_memory_regions(128 * MIB),
-            vec![(GuestAddress(0), 128 * MIB)]
-        );
-        assert_eq!(
-            arch_memory_regions(3 * GIB),
-            vec![(GuestAddress(0), 3 * GIB)]
-        );
-    }
-
-    #[test]
-    fn large_guest_skips_the_mmio_hole() {
-        assert_eq!(
-            arch_memory_regions(3 * GIB + MIB),
-            vec![(GuestAddress(0), 3 * GIB), (GuestAddress(4 << 30), MIB)]
-        );
-    }
-
-    #[test]
-    fn creates_writable_memory_of_the_requested_size() {
-        let mem = create_guest_memory(16).unwrap();
-        assert_eq!(mem.num_regions(), 1);
-        let size: u64 = mem.iter().map(|r| r.len()).sum();
-        assert_eq!(size, 16 << 20);
-        mem.write_obj(0xdead_beef_u32, GuestAddress(0xff_fffc))
-            .unwrap();
-        assert_eq!(
-            mem.read_obj::<u32>(GuestAddress(0xff_fffc)).unwrap(),
-            0xdead_beef
-        );
-        assert!(mem.write_obj(0u8, GuestAddress(16 << 20)).is_err());
-    }
-
-    #[test]
-    fn guest_above_3_gib_is_mapped_without_reserving_it() {
-        // 4 GiB of MAP_NORESERVE memory costs nothing until touched.
-        let mem = create_guest_memory(4096).unwrap();
-        assert_eq!(mem.num_regions(), 2);
-        mem.write_obj(7u8, GuestAddress((5u64 << 30) - 1)).unwrap();
-        assert!(mem.write_obj(7u8, GuestAddress(MMIO32_START)).is_err());
-    }
-
-    #[test]
-    fn zero_and_oversized_memory_are_refused_by_name() {
-        assert!(matches!(create_guest_memory(0), Err(MemoryError::ZeroSize)));
-        let err = create_guest_memory(MAX_MEM_SIZE_MIB + 1).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "guest memory size 261121 MiB is more than the 261120 MiB supported"
+/// Ask for transparent huge pages. Only a hint: if the host has them disabled the guest still
+/// runs, on base pages, so a refusal is logged and not an error.
+fn advise_transparent_huge_pages(ptr: *mut u8, size: usize) {
+    // SAFETY: `ptr`/`size` describe a mapping this function's caller just created and owns;
+    // MADV_HUGEPAGE only changes VMA flags and never touches the memory's contents.
+    let ret = unsafe { libc::madvise(ptr.cast(), size, libc::MADV_HUGEPAGE) };
+    if ret != 0 {
+        log::warn!(
+            "madvise(MADV_HUGEPAGE) on guest memory failed, it stays on base pages: {}",
+            io::Error::last_os_error()
         );
     }
 }
+
+#[cfg(test)]
+#[path = "memory_tests.rs"]
+mod tests;
