@@ -95,7 +95,7 @@ pub fn build_microvm(
     let kvm = Kvm::new().map_err(StartMicrovmError::Kvm)?;
     let mem = create_guest_memory(machine.mem_size_mib)?;
     let vm = Vm::new(&kvm)?;
-    vm.register_memory(&mem)?;
+    vm.register_memory(&mem, machine.track_dirty_pages)?;
 
     let kernel = load_kernel(&mem, &mut boot.kernel_file()?)?;
     let initrd = match boot.initrd_file()? {
@@ -147,6 +147,7 @@ pub fn build_microvm(
     )?;
 
     let vcpu_fds = create_vcpus(&kvm, &vm, &mem, &kernel, machine.vcpu_count, machine.smt)?;
+    let state_caps = Arc::new(vm.vcpu_state_caps(&kvm)?);
     let pio_bus = Arc::new(devices.pio_bus);
     let mmio_bus = Arc::new(devices.mmio_bus);
     let runners = (0u8..).zip(vcpu_fds).map(|(index, fd)| VcpuRunner {
@@ -156,6 +157,7 @@ pub fn build_microvm(
         mmio_bus: mmio_bus.clone(),
         stop: ctx.stop.clone(),
         instance_start: (index == 0).then_some(ctx.instant),
+        state_caps: state_caps.clone(),
     });
     let vcpus = spawn_vcpus(runners)?;
     for subscriber in subscribers {
