@@ -35,9 +35,11 @@ use crate::limiter_config::build_rate_limiter;
 use crate::net::MmdsShared;
 use crate::resources::{ResourceError, VmResources};
 use crate::vstate::vcpu::{StopNotifier, VcpuHandle, VcpuRunner};
+use crate::vstate::vcpu_state::VcpuStateCaps;
 use crate::vstate::vm::Vm;
 
 mod errors;
+pub mod restore;
 pub use errors::StartMicrovmError;
 
 /// The event loop's subscriber type: every device shares it.
@@ -55,6 +57,8 @@ pub struct BuildContext<'a> {
     pub reset_evt: &'a EventFd,
     /// vCPUs report through this when they stop.
     pub stop: StopNotifier,
+    /// A restore moves the guest's clock on by the wall-clock time since the snapshot.
+    pub clock_realtime: bool,
 }
 
 /// A microVM that is running: everything that must live as long as the guest.
@@ -77,8 +81,11 @@ pub struct RunningVm {
     pub entropy: Option<Arc<Mutex<Entropy>>>,
     /// Every virtio-mmio transport, in attach order (the devices above sit behind them).
     pub transports: Vec<Arc<Mutex<MmioTransport>>>,
-    /// The kernel command line the guest got.
+    /// The kernel command line the guest got (empty for a restored VM).
     pub cmdline: String,
+    /// The userfaultfd and handler connection serving a restored VM's memory: they must live
+    /// as long as the guest.
+    pub uffd: Option<squib_uffd::UffdHandoff>,
 }
 
 /// Build the microVM described by `resources` and start its vCPUs.
@@ -98,7 +105,7 @@ pub fn build_microvm(
     let kvm = Kvm::new().map_err(StartMicrovmError::Kvm)?;
     let mem = create_guest_memory(machine.mem_size_mib)?;
     let vm = Vm::new(&kvm)?;
-    vm.register_memory(&mem)?;
+    vm.register_memory(&mem, machine.track_dirty_pages)?;
 
     let kernel = load_kernel(&mem, &mut boot.kernel_file()?)?;
     let initrd = match boot.initrd_file()? {
@@ -139,6 +146,7 @@ pub fn build_microvm(
         .as_cstring()
         .map(|c| c.to_string_lossy().into_owned())
         .unwrap_or_default();
+    let state_caps = Arc::new(vm.vcpu_state_caps(&kvm)?);
     let parts = VmParts {
         vm,
         mem,
@@ -146,6 +154,7 @@ pub fn build_microvm(
         attached,
         subscribers,
         cmdline,
+        state_caps,
     };
     run_vm(parts, vcpu_fds, events, &ctx, VcpuStart::Running)
 }
@@ -158,6 +167,8 @@ pub(crate) struct VmParts {
     pub(crate) attached: AttachedDevices,
     pub(crate) subscribers: Vec<Subscriber>,
     pub(crate) cmdline: String,
+    /// What each vCPU thread needs to save its state.
+    pub(crate) state_caps: Arc<VcpuStateCaps>,
 }
 
 /// Whether new vCPU threads run the guest at once (boot) or wait for a resume (a restored
@@ -184,6 +195,7 @@ pub(crate) fn run_vm(
         attached,
         subscribers,
         cmdline,
+        state_caps,
     } = parts;
     let pio_bus = Arc::new(devices.pio_bus);
     let mmio_bus = Arc::new(devices.mmio_bus);
@@ -194,6 +206,7 @@ pub(crate) fn run_vm(
         mmio_bus: mmio_bus.clone(),
         stop: ctx.stop.clone(),
         instance_start: (index == 0).then_some(ctx.instant),
+        state_caps: state_caps.clone(),
     });
     let vcpus = spawn_vcpus(runners, start)?;
     for subscriber in subscribers {
@@ -210,6 +223,7 @@ pub(crate) fn run_vm(
         entropy: attached.entropy,
         transports: devices.mmio_transports,
         cmdline,
+        uffd: None,
     })
 }
 

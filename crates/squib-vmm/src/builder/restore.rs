@@ -3,7 +3,7 @@
 //! configuration in boot order, so each gets its old MMIO slot and GSI — with its saved state.
 //! The vCPU threads are left paused: the VMM resumes them when asked.
 
-use std::sync::PoisonError;
+use std::sync::{Arc, PoisonError};
 
 use event_manager::EventManager;
 use kvm_ioctls::{Kvm, VcpuFd};
@@ -14,7 +14,7 @@ use super::{VcpuStart, VmParts};
 use crate::device_manager::DeviceManager;
 use crate::resources::VmResources;
 use crate::snapshot::MicrovmState;
-use crate::vstate::vcpu_state::{restore_vcpu, VcpuStateError};
+use crate::vstate::vcpu_state::{restore_vcpu, VcpuStateCaps, VcpuStateError};
 use crate::vstate::vm::{Vm, VmError};
 
 /// Why a snapshot could not be turned back into a microVM (Firecracker's wording after
@@ -70,7 +70,8 @@ pub fn restore_microvm(
     let kvm = Kvm::new().map_err(VmError::OpenKvm)?;
     let vm = Vm::new(&kvm)?;
     vm.register_memory(&mem, machine.track_dirty_pages)?;
-    let vcpu_fds = restore_vcpus(&vm, state)?;
+    let state_caps = Arc::new(vm.vcpu_state_caps(&kvm)?);
+    let vcpu_fds = restore_vcpus(&vm, &state_caps, state)?;
     vm.restore_state(&state.vm, ctx.clock_realtime)
         .map_err(RestoreMicrovmError::VmState)?;
 
@@ -85,19 +86,24 @@ pub fn restore_microvm(
         attached,
         subscribers,
         cmdline: String::new(),
+        state_caps,
     };
     Ok(run_vm(parts, vcpu_fds, events, ctx, VcpuStart::Paused)?)
 }
 
 /// One vCPU per saved state, in index order, each with its registers put back.
-fn restore_vcpus(vm: &Vm, state: &MicrovmState) -> Result<Vec<VcpuFd>, RestoreMicrovmError> {
+fn restore_vcpus(
+    vm: &Vm,
+    caps: &VcpuStateCaps,
+    state: &MicrovmState,
+) -> Result<Vec<VcpuFd>, RestoreMicrovmError> {
     let mut fds = Vec::with_capacity(state.vcpus.len());
     for (index, saved) in (0u64..).zip(&state.vcpus) {
         let fd = vm
             .fd()
             .create_vcpu(index)
             .map_err(RestoreMicrovmError::CreateVcpu)?;
-        restore_vcpu(&fd, saved)?;
+        restore_vcpu(&fd, caps, saved)?;
         fds.push(fd);
     }
     Ok(fds)

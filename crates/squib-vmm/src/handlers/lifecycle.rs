@@ -3,7 +3,7 @@
 
 use squib_api::action::ApiResponse;
 use squib_api::mirror::VmState;
-use squib_api::schemas::{InstanceAction, SnapshotCreateConfig, SnapshotLoadConfig, VmStateChange};
+use squib_api::schemas::{InstanceAction, VmStateChange};
 use squib_devices::legacy::boot_timer::TimestampUs;
 use squib_logger::metrics::{StoreMetric, METRICS};
 use squib_logger::time::monotonic_us;
@@ -46,30 +46,18 @@ impl Vmm {
         }
     }
 
-    /// `PUT /snapshot/create`.
-    pub(crate) fn create_snapshot(&mut self, _config: SnapshotCreateConfig) -> ActionResult {
-        Err(not_supported("Creating a snapshot"))
-    }
-
-    /// `PUT /snapshot/load`.
-    pub(crate) fn load_snapshot(&mut self, _config: SnapshotLoadConfig) -> ActionResult {
-        Err(not_supported("Loading a snapshot"))
-    }
-
     /// `InstanceStart`: build the microVM from the resource store and run it.
     fn start_microvm(&mut self) -> ActionResult {
         let instant = std::time::Instant::now();
         let start = TimestampUs::now();
-        let reset_evt = {
-            let control = self.control.lock().unwrap_or_else(|e| e.into_inner());
-            control.reset.try_clone()?
-        };
+        let reset_evt = self.reset_evt()?;
         let ctx = BuildContext {
             start,
             instant,
             boot_timer: self.options.boot_timer,
             reset_evt: &reset_evt,
             stop: self.stop.clone(),
+            clock_realtime: false,
         };
         match build_microvm(&self.resources, &mut self.events, ctx) {
             Ok(vm) => {
@@ -109,11 +97,10 @@ impl Vmm {
     /// `PATCH /vm {"state": "Resumed"}`: every vCPU runs again.
     fn resume(&mut self) -> ActionResult {
         let start_us = monotonic_us();
-        let vm = self
-            .running
-            .as_ref()
-            .ok_or_else(|| not_running("resuming"))?;
-        resume_all(&vm.vcpus, VCPU_ACK_TIMEOUT).map_err(|e| {
+        if self.running.is_none() {
+            return Err(not_running("resuming"));
+        }
+        self.resume_vcpus().map_err(|e| {
             ActionError::fault(format!("Internal error while resuming the microVM: {e}"))
         })?;
         let us = store_elapsed(&METRICS.latencies_us.vmm_resume_vm, start_us);
@@ -121,6 +108,18 @@ impl Vmm {
         self.set_state(VmState::Running);
         log::info!("Resumed the microVM");
         Ok(ApiResponse::NoContent)
+    }
+
+    /// Let every vCPU run the guest again.
+    pub(crate) fn resume_vcpus(&self) -> Result<(), String> {
+        let vm = self.running.as_ref().ok_or("the microVM is not running")?;
+        resume_all(&vm.vcpus, VCPU_ACK_TIMEOUT).map_err(|e| e.to_string())
+    }
+
+    /// A handle on the eventfd the i8042 writes when the guest resets.
+    pub(crate) fn reset_evt(&self) -> std::io::Result<vmm_sys_util::eventfd::EventFd> {
+        let control = self.control.lock().unwrap_or_else(|e| e.into_inner());
+        control.reset.try_clone()
     }
 
     /// `SendCtrlAltDel`: the i8042 queues the key presses and interrupts the guest.

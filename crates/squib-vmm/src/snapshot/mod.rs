@@ -4,5 +4,9 @@
 //! stopped. The file formats are `squib-snapshot`'s.
 
 mod config;
+mod create;
+mod load;
+mod state;
 
 pub use config::RestoreConfigError;
+pub use state::{MemoryRegionState, MicrovmState};

@@ -1,5 +1,5 @@
 //! vCPU threads: each runs `KVM_RUN` in a loop, dispatches port-I/O and MMIO exits to the
-//! shared buses, and obeys pause/resume commands from the VMM thread.
+//! shared buses, and obeys pause/resume/save commands from the VMM thread.
 //!
 //! Commands reach a vCPU that is inside `KVM_RUN` by a signal ([`kick_signal`]) whose handler
 //! sets `kvm_run.immediate_exit`, so the pending or next `KVM_RUN` returns `EINTR` at once —
@@ -8,8 +8,14 @@
 //! A vCPU never ends the process itself: when the guest resets or the vCPU fails, it records
 //! a [`StopReason`], writes the VMM's stop eventfd and parks; the VMM thread exits.
 //!
-//! A thread starts parked: it enters `KVM_RUN` only after [`VcpuHandle::start`], so a build
-//! that fails after spawning some vCPUs drops them ([`VcpuHandle::abandon`]) before any ran.
+//! A thread starts parked: it enters `KVM_RUN` only after [`VcpuHandle::start`] (or the first
+//! resume), so a build that fails after spawning some vCPUs drops them
+//! ([`VcpuHandle::abandon`]) before any ran, and a VM restored from a snapshot stays paused
+//! until it is resumed.
+//!
+//! The vCPU fd lives on its thread, so the thread saves its own KVM state
+//! ([`VcpuHandle::save_state`], [`save_all`]), and only while paused or parked: a running vCPU
+//! refuses. Entering a pause tells the guest through kvmclock that it is stopped.
 //!
 //! Every command carries a sequence number that its acknowledgement repeats: the VMM thread
 //! skips acknowledgements of older commands, so a vCPU that answered too late once does not
@@ -29,6 +35,10 @@ use squib_devices::bus::Bus;
 use squib_logger::metrics::METRICS;
 use vmm_sys_util::eventfd::EventFd;
 use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
+
+use super::vcpu_state::{
+    notify_guest_stopped, save_vcpu, VcpuState, VcpuStateCaps, VcpuStateError,
+};
 
 /// Why the VM must stop, as reported by a vCPU.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,24 +92,33 @@ pub enum VcpuCommand {
     Pause,
     /// Run the guest again.
     Resume,
+    /// Save the vCPU's KVM state and send it back (refused unless paused).
+    SaveState,
 }
 
-/// A vCPU's acknowledgement of a command.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A vCPU's acknowledgement of a command. Pause and resume acknowledgements carry no data, so
+/// they never allocate; a saved state travels boxed.
+#[derive(Debug)]
 pub enum VcpuAck {
     /// The vCPU is out of `KVM_RUN` and waiting.
     Paused,
     /// The vCPU is running the guest again.
     Resumed,
+    /// The paused vCPU's state, or why it could not be saved.
+    Saved(Box<Result<VcpuState, VcpuStateError>>),
+    /// The vCPU is running the guest, so it did not save its state.
+    NotPaused,
 }
 
-impl VcpuCommand {
-    /// The acknowledgement that answers this command.
+impl VcpuAck {
+    /// The acknowledgement's name, for errors.
     #[must_use]
-    pub fn ack(self) -> VcpuAck {
+    pub fn name(&self) -> &'static str {
         match self {
-            Self::Pause => VcpuAck::Paused,
-            Self::Resume => VcpuAck::Resumed,
+            Self::Paused => "Paused",
+            Self::Resumed => "Resumed",
+            Self::Saved(_) => "Saved",
+            Self::NotPaused => "NotPaused",
         }
     }
 }
@@ -163,17 +182,63 @@ pub enum VcpuControlError {
     #[error("Cannot signal vCPU {0}: {1}")]
     Kick(u8, vmm_sys_util::errno::Error),
     /// The vCPU answered something else.
-    #[error("vCPU {0} answered {1:?} to {2:?}")]
-    UnexpectedAck(u8, VcpuAck, VcpuCommand),
+    #[error("vCPU {0} answered {1} to {2:?}")]
+    UnexpectedAck(u8, &'static str, VcpuCommand),
+    /// The vCPU runs the guest: its state can only be saved while paused.
+    #[error("vCPU {0} cannot save its state: save/restore unavailable while running")]
+    NotPaused(u8),
+    /// The paused vCPU could not save its state.
+    #[error("vCPU {0} could not save its state: {1}")]
+    SaveState(u8, #[source] VcpuStateError),
 }
 
 impl VcpuHandle {
-    /// Send `command`, kick the thread out of `KVM_RUN`, and wait for its acknowledgement.
+    /// Send `command` ([`VcpuCommand::Pause`] or [`VcpuCommand::Resume`]), kick the thread
+    /// out of `KVM_RUN`, and wait for its acknowledgement.
     ///
     /// # Errors
     /// [`VcpuControlError`] when the vCPU is gone, does not answer within `timeout`, or answers
     /// something else.
     pub fn command(&self, command: VcpuCommand, timeout: Duration) -> Result<(), VcpuControlError> {
+        match (command, self.request(command, timeout)?) {
+            (VcpuCommand::Pause, VcpuAck::Paused) | (VcpuCommand::Resume, VcpuAck::Resumed) => {
+                Ok(())
+            }
+            (_, ack) => Err(VcpuControlError::UnexpectedAck(
+                self.index,
+                ack.name(),
+                command,
+            )),
+        }
+    }
+
+    /// Have the paused vCPU save its KVM state and return it.
+    ///
+    /// # Errors
+    /// [`VcpuControlError::NotPaused`] when the vCPU runs the guest,
+    /// [`VcpuControlError::SaveState`] when a KVM call failed, and the errors of
+    /// [`VcpuHandle::command`].
+    pub fn save_state(&self, timeout: Duration) -> Result<VcpuState, VcpuControlError> {
+        match self.request(VcpuCommand::SaveState, timeout)? {
+            VcpuAck::Saved(result) => {
+                (*result).map_err(|e| VcpuControlError::SaveState(self.index, e))
+            }
+            VcpuAck::NotPaused => Err(VcpuControlError::NotPaused(self.index)),
+            ack => Err(VcpuControlError::UnexpectedAck(
+                self.index,
+                ack.name(),
+                VcpuCommand::SaveState,
+            )),
+        }
+    }
+
+    /// Send `command`, kick the thread, and return the acknowledgement that carries the
+    /// command's sequence number.
+    fn request(
+        &self,
+        command: VcpuCommand,
+        timeout: Duration,
+    ) -> Result<VcpuAck, VcpuControlError> {
         let seq = self.send(command)?;
         self.thread
             .kill(kick_signal())
@@ -182,10 +247,7 @@ impl VcpuHandle {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.acks.recv_timeout(left) {
-                Ok((ack_seq, ack)) if ack_seq == seq && ack == command.ack() => return Ok(()),
-                Ok((ack_seq, ack)) if ack_seq == seq => {
-                    return Err(VcpuControlError::UnexpectedAck(self.index, ack, command))
-                }
+                Ok((ack_seq, ack)) if ack_seq == seq => return Ok(ack),
                 // The late answer to an older command (one that timed out): skip it.
                 Ok(_) => {}
                 Err(RecvTimeoutError::Timeout) => {
@@ -253,6 +315,17 @@ pub fn pause_all(vcpus: &[VcpuHandle], timeout: Duration) -> Result<(), VcpuCont
     Ok(())
 }
 
+/// Save the state of every (paused) vCPU, in vCPU order.
+///
+/// # Errors
+/// The first vCPU's [`VcpuControlError`].
+pub fn save_all(
+    vcpus: &[VcpuHandle],
+    timeout: Duration,
+) -> Result<Vec<VcpuState>, VcpuControlError> {
+    vcpus.iter().map(|vcpu| vcpu.save_state(timeout)).collect()
+}
+
 /// Resume every vCPU.
 ///
 /// # Errors
@@ -284,6 +357,27 @@ pub struct VcpuRunner {
     pub stop: StopNotifier,
     /// When `InstanceStart` arrived: the boot vCPU logs the time to its first `KVM_RUN`.
     pub instance_start: Option<Instant>,
+    /// What saving this vCPU's state needs (the VM's, shared by its vCPUs).
+    pub state_caps: Arc<VcpuStateCaps>,
+}
+
+/// What a vCPU thread does for the VMM besides running the guest: the runner does it with
+/// KVM, the protocol tests with a fake.
+trait VcpuControl {
+    /// The guest was just paused.
+    fn paused(&self);
+    /// Save the vCPU's state; it is out of `KVM_RUN`.
+    fn save(&self) -> Result<VcpuState, VcpuStateError>;
+}
+
+impl VcpuControl for VcpuRunner {
+    fn paused(&self) {
+        notify_guest_stopped(&self.fd);
+    }
+
+    fn save(&self) -> Result<VcpuState, VcpuStateError> {
+        save_vcpu(&self.fd, &self.state_caps)
+    }
 }
 
 /// What the run loop does after one `KVM_RUN`.
@@ -317,7 +411,7 @@ impl VcpuRunner {
 
     fn run(mut self, commands: &Receiver<SeqCommand>, acks: &Sender<SeqAck>) {
         KVM_RUN_PTR.with(|p| p.set(std::ptr::from_mut(self.fd.get_kvm_run())));
-        if !wait_for_start(commands, acks) {
+        if !wait_for_start(commands, acks, &self) {
             return;
         }
         if let Some(start) = self.instance_start.take() {
@@ -332,7 +426,10 @@ impl VcpuRunner {
                 Step::Continue => {}
                 Step::Interrupted => {
                     self.fd.set_kvm_immediate_exit(0);
-                    serve_commands(commands, acks);
+                    // The VMM dropped its handle: nobody supervises this guest any more.
+                    if !serve_commands(commands, acks, &self) {
+                        return;
+                    }
                 }
                 Step::Stop(reason) => {
                     if let StopReason::Fault(msg) = &reason {
@@ -340,7 +437,7 @@ impl VcpuRunner {
                         METRICS.vcpu.failures.inc();
                     }
                     self.stop.notify(reason);
-                    park(commands, acks);
+                    park(commands, acks, &self);
                     return;
                 }
             }
@@ -357,31 +454,53 @@ impl VcpuRunner {
     }
 }
 
-/// Block until the first resume (the start); `false` when the handle was dropped first.
-fn wait_for_start(commands: &Receiver<SeqCommand>, acks: &Sender<SeqAck>) -> bool {
-    loop {
-        match commands.recv() {
-            Ok((seq, command)) => {
-                let _ = acks.send((seq, command.ack()));
-                if command == VcpuCommand::Resume {
-                    return true;
-                }
-            }
-            Err(_) => return false,
+/// Out of `KVM_RUN`, block until a resume (the start, or the end of a pause), answering
+/// commands meanwhile; `false` when the handle was dropped first.
+fn wait_for_start(
+    commands: &Receiver<SeqCommand>,
+    acks: &Sender<SeqAck>,
+    vcpu: &impl VcpuControl,
+) -> bool {
+    while let Ok((seq, command)) = commands.recv() {
+        let _ = acks.send((seq, answer_while_paused(command, vcpu)));
+        if command == VcpuCommand::Resume {
+            return true;
         }
+    }
+    false
+}
+
+/// The answer of a vCPU that is out of `KVM_RUN`: it can save its state.
+fn answer_while_paused(command: VcpuCommand, vcpu: &impl VcpuControl) -> VcpuAck {
+    match command {
+        VcpuCommand::Pause => VcpuAck::Paused,
+        VcpuCommand::Resume => VcpuAck::Resumed,
+        VcpuCommand::SaveState => VcpuAck::Saved(Box::new(vcpu.save())),
     }
 }
 
-/// Serve every pending command, each acknowledged with its sequence number; a pause blocks
-/// here until the resume. Returns `false` once the VMM's handle is gone.
-fn serve_commands(commands: &Receiver<SeqCommand>, acks: &Sender<SeqAck>) -> bool {
+/// Serve every pending command of a running vCPU, each acknowledged with its sequence
+/// number; a pause blocks here until the resume. Returns `false` once the VMM's handle is
+/// gone.
+fn serve_commands(
+    commands: &Receiver<SeqCommand>,
+    acks: &Sender<SeqAck>,
+    vcpu: &impl VcpuControl,
+) -> bool {
     loop {
         match commands.try_recv() {
-            Ok((seq, command)) => {
-                let _ = acks.send((seq, command.ack()));
-                if command == VcpuCommand::Pause && !wait_for_start(commands, acks) {
+            Ok((seq, VcpuCommand::Pause)) => {
+                vcpu.paused();
+                let _ = acks.send((seq, VcpuAck::Paused));
+                if !wait_for_start(commands, acks, vcpu) {
                     return false;
                 }
+            }
+            Ok((seq, VcpuCommand::Resume)) => {
+                let _ = acks.send((seq, VcpuAck::Resumed));
+            }
+            Ok((seq, VcpuCommand::SaveState)) => {
+                let _ = acks.send((seq, VcpuAck::NotPaused));
             }
             Err(std::sync::mpsc::TryRecvError::Empty) => return true,
             Err(std::sync::mpsc::TryRecvError::Disconnected) => return false,
@@ -389,10 +508,11 @@ fn serve_commands(commands: &Receiver<SeqCommand>, acks: &Sender<SeqAck>) -> boo
     }
 }
 
-/// After a stop, answer commands (as paused) until the VMM exits the process.
-fn park(commands: &Receiver<SeqCommand>, acks: &Sender<SeqAck>) {
+/// After a stop, answer commands (as paused: the vCPU is out of `KVM_RUN` for good) until the
+/// VMM exits the process.
+fn park(commands: &Receiver<SeqCommand>, acks: &Sender<SeqAck>, vcpu: &impl VcpuControl) {
     while let Ok((seq, command)) = commands.recv() {
-        let _ = acks.send((seq, command.ack()));
+        let _ = acks.send((seq, answer_while_paused(command, vcpu)));
     }
 }
 
@@ -452,3 +572,7 @@ mod alloc_tests;
 #[cfg(test)]
 #[path = "vcpu_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "vcpu_save_tests.rs"]
+mod save_tests;

@@ -1,9 +1,10 @@
-//! vCPU control and exit handling without a guest: the command protocol against fake vCPU
-//! threads that run the real vCPU-side code ([`serve_commands`], [`wait_for_start`]), and
+//! vCPU control and exit handling: the command protocol against fake vCPU threads that run
+//! the real vCPU-side code ([`serve_commands`], [`wait_for_start`]), the same protocol
+//! (pause, save, resume) against real vCPU threads running a guest on `/dev/kvm`, and
 //! [`handle_exit`] on hand-built `VcpuExit`s (they borrow their data, so no KVM is needed).
 
 use std::io::Write;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::mpsc;
 
 use kvm_bindings::{kvm_debug_exit_arch, KVM_SYSTEM_EVENT_CRASH};
@@ -32,6 +33,26 @@ fn the_first_stop_reason_wins_and_wakes_the_vmm() {
 struct FakeVcpu {
     handle: VcpuHandle,
     running: Arc<AtomicBool>,
+    control: Arc<NoKvm>,
+}
+
+/// What a fake vCPU does besides waiting: it counts its pauses and cannot save a state.
+#[derive(Default)]
+struct NoKvm {
+    pauses: AtomicUsize,
+}
+
+impl VcpuControl for NoKvm {
+    fn paused(&self) {
+        self.pauses.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn save(&self) -> Result<VcpuState, VcpuStateError> {
+        Err(VcpuStateError::Ioctl(
+            "save a fake vCPU",
+            kvm_ioctls::Error::new(libc::ENOTTY),
+        ))
+    }
 }
 
 fn fake_vcpu(index: u8, delay: Duration) -> FakeVcpu {
@@ -40,11 +61,13 @@ fn fake_vcpu(index: u8, delay: Duration) -> FakeVcpu {
     let (ack_tx, ack_rx) = mpsc::channel();
     let running = Arc::new(AtomicBool::new(true));
     let flag = running.clone();
+    let control = Arc::new(NoKvm::default());
+    let vcpu = control.clone();
     let thread = std::thread::spawn(move || {
         std::thread::sleep(delay);
         loop {
             flag.store(false, Ordering::SeqCst);
-            if !serve_commands(&cmd_rx, &ack_tx) {
+            if !serve_commands(&cmd_rx, &ack_tx, vcpu.as_ref()) {
                 return;
             }
             flag.store(true, Ordering::SeqCst);
@@ -60,6 +83,7 @@ fn fake_vcpu(index: u8, delay: Duration) -> FakeVcpu {
             seq: AtomicU64::new(0),
         },
         running,
+        control,
     }
 }
 
@@ -138,14 +162,43 @@ fn pause_and_resume_all_reach_every_vcpu() {
 }
 
 #[test]
+fn only_a_paused_vcpu_saves_its_state_and_each_pause_is_told_once() {
+    let vcpu = fake_vcpu(0, Duration::ZERO);
+    let err = vcpu.handle.save_state(LONG).unwrap_err();
+    assert!(matches!(err, VcpuControlError::NotPaused(0)), "{err}");
+    assert!(is_running(&vcpu), "a refused save paused the vCPU");
+
+    vcpu.handle.command(VcpuCommand::Pause, LONG).unwrap();
+    // The paused fake answers with its save attempt (which fails: it has no KVM).
+    let err = vcpu.handle.save_state(LONG).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "vCPU 0 could not save its state: Failed to save a fake vCPU: \
+         Inappropriate ioctl for device (os error 25)"
+    );
+    assert!(!is_running(&vcpu), "a save resumed the vCPU");
+    vcpu.handle.command(VcpuCommand::Pause, LONG).unwrap();
+    assert_eq!(vcpu.control.pauses.load(Ordering::SeqCst), 1);
+    vcpu.handle.command(VcpuCommand::Resume, LONG).unwrap();
+    vcpu.handle.command(VcpuCommand::Pause, LONG).unwrap();
+    assert_eq!(vcpu.control.pauses.load(Ordering::SeqCst), 2);
+}
+
+#[test]
+fn save_all_stops_at_the_first_vcpu_that_refuses() {
+    let paused = fake_vcpu(0, Duration::ZERO);
+    let running = fake_vcpu(1, Duration::ZERO);
+    paused.handle.command(VcpuCommand::Pause, LONG).unwrap();
+    let err = save_all(&[paused.handle, running.handle], LONG).unwrap_err();
+    assert!(matches!(err, VcpuControlError::SaveState(0, _)), "{err}");
+}
+
+#[test]
 fn a_spawned_vcpu_does_not_run_the_guest_before_it_is_started() {
-    let Ok(kvm) = kvm_ioctls::Kvm::new() else {
-        eprintln!("no /dev/kvm: skipped");
-        return;
-    };
+    let kvm = kvm_ioctls::Kvm::new().expect("this test needs /dev/kvm");
     register_kick_signal_handler().unwrap();
-    let vm = kvm.create_vm().unwrap();
-    let fd = vm.create_vcpu(0).unwrap();
+    let vm = crate::vstate::vm::Vm::new(&kvm).unwrap();
+    let fd = vm.fd().create_vcpu(0).unwrap();
     let stop = StopNotifier::new(Arc::new(EventFd::new(libc::EFD_NONBLOCK).unwrap()));
     let runner = VcpuRunner {
         index: 0,
@@ -154,6 +207,7 @@ fn a_spawned_vcpu_does_not_run_the_guest_before_it_is_started() {
         mmio_bus: Arc::new(Bus::new()),
         stop: stop.clone(),
         instance_start: None,
+        state_caps: Arc::new(vm.vcpu_state_caps(&kvm).unwrap()),
     };
     let handle = runner.spawn().unwrap();
     std::thread::sleep(Duration::from_millis(50));

@@ -1,12 +1,18 @@
-//! The KVM VM: in-kernel interrupt controller and PIT, guest memory slots, irqfds and
-//! ioeventfds.
+//! The KVM VM: in-kernel interrupt controller and PIT, guest memory slots (optionally with
+//! dirty-page logging), irqfds and ioeventfds.
 
-use kvm_bindings::{kvm_pit_config, kvm_userspace_memory_region, KVM_PIT_SPEAKER_DUMMY};
-use kvm_ioctls::{IoEventAddress, Kvm, VmFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use kvm_bindings::{
+    kvm_pit_config, kvm_userspace_memory_region, KVM_MEM_LOG_DIRTY_PAGES, KVM_PIT_SPEAKER_DUMMY,
+};
+use kvm_ioctls::{Cap, IoEventAddress, Kvm, VmFd};
 use vm_memory::{Address, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 use vmm_sys_util::eventfd::EventFd;
 
-/// Why the VM could not be set up.
+use super::vcpu_state::VcpuStateCaps;
+
+/// Why setting up the VM, saving or restoring its state, or reading its dirty log failed.
 #[derive(Debug, thiserror::Error)]
 pub enum VmError {
     /// `/dev/kvm` could not be opened.
@@ -21,6 +27,23 @@ pub enum VmError {
         #[source]
         source: kvm_ioctls::Error,
     },
+    /// A dirty bitmap was asked of a VM whose memory was registered without dirty-page
+    /// tracking.
+    #[error("Dirty page tracking is not enabled for this microVM")]
+    DirtyTrackingDisabled,
+    /// `clock_realtime` was asked for but the saved clock has no wall-clock time.
+    #[error("clock_realtime requested but not present in the snapshot state")]
+    ClockRealtimeMissing,
+    /// A saved interrupt controller state is for another chip than its place says.
+    #[error("Invalid VM state: the {place} state is for irqchip {found}, not {expected}")]
+    IrqchipMismatch {
+        /// Which of the saved states.
+        place: &'static str,
+        /// The chip it must be.
+        expected: u32,
+        /// The chip it names.
+        found: u32,
+    },
 }
 
 fn ioctl(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmError {
@@ -31,6 +54,8 @@ fn ioctl(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmError {
 #[derive(Debug)]
 pub struct Vm {
     fd: VmFd,
+    /// Whether the memory slots log dirty pages (set by [`Vm::register_memory`]).
+    dirty_tracking: AtomicBool,
 }
 
 impl Vm {
@@ -49,7 +74,10 @@ impl Vm {
             ..Default::default()
         };
         fd.create_pit2(pit).map_err(ioctl("create PIT"))?;
-        Ok(Self { fd })
+        Ok(Self {
+            fd,
+            dirty_tracking: AtomicBool::new(false),
+        })
     }
 
     /// The VM file descriptor (for creating vCPUs).
@@ -58,19 +86,29 @@ impl Vm {
         &self.fd
     }
 
-    /// Map every region of `mem` into the guest, one KVM slot per region.
+    /// Map every region of `mem` into the guest, one KVM slot per region (slot `i` is region
+    /// `i`). With `track_dirty_pages`, KVM logs the pages the guest writes, for
+    /// [`Vm::dirty_bitmap`].
     ///
     /// # Errors
     /// [`VmError`] when KVM refuses a slot.
-    pub fn register_memory(&self, mem: &GuestMemoryMmap) -> Result<(), VmError> {
+    pub fn register_memory(
+        &self,
+        mem: &GuestMemoryMmap,
+        track_dirty_pages: bool,
+    ) -> Result<(), VmError> {
+        let flags = if track_dirty_pages {
+            KVM_MEM_LOG_DIRTY_PAGES
+        } else {
+            0
+        };
         for (slot, region) in mem.iter().enumerate() {
-            let slot = u32::try_from(slot).expect("fewer than 2^32 memory regions");
             let region_desc = kvm_userspace_memory_region {
-                slot,
+                slot: slot_id(slot),
                 guest_phys_addr: region.start_addr().raw_value(),
                 memory_size: region.len(),
                 userspace_addr: region.as_ptr() as u64,
-                flags: 0,
+                flags,
             };
             // SAFETY: the host range [as_ptr, as_ptr + len) is a live mmap owned by `mem`,
             // which the caller keeps alive as long as the VM (the builder stores both in the
@@ -78,7 +116,44 @@ impl Vm {
             unsafe { self.fd.set_user_memory_region(region_desc) }
                 .map_err(ioctl("set user memory region"))?;
         }
+        self.dirty_tracking
+            .store(track_dirty_pages, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// The pages the guest wrote since the previous call (or since the memory was
+    /// registered): one bitmap per region of `mem`, bit `i` of word `w` for page `64 w + i` of
+    /// the region. Reading the log clears it (`KVM_GET_DIRTY_LOG`).
+    ///
+    /// # Errors
+    /// [`VmError::DirtyTrackingDisabled`] when the memory was registered without tracking;
+    /// [`VmError::Ioctl`] when KVM refuses a slot's log.
+    pub fn dirty_bitmap(&self, mem: &GuestMemoryMmap) -> Result<Vec<Vec<u64>>, VmError> {
+        if !self.dirty_tracking.load(Ordering::Relaxed) {
+            return Err(VmError::DirtyTrackingDisabled);
+        }
+        mem.iter()
+            .enumerate()
+            .map(|(slot, region)| {
+                let len = usize::try_from(region.len()).expect("a mapped region fits in usize");
+                self.fd
+                    .get_dirty_log(slot_id(slot), len)
+                    .map_err(ioctl("get dirty log (KVM_GET_DIRTY_LOG)"))
+            })
+            .collect()
+    }
+
+    /// What saving and restoring vCPU state needs to know about this host's KVM: the MSRs to
+    /// save and the XSAVE buffer size.
+    ///
+    /// # Errors
+    /// [`VmError::Ioctl`] when KVM cannot list its MSRs.
+    pub fn vcpu_state_caps(&self, kvm: &Kvm) -> Result<VcpuStateCaps, VmError> {
+        let index_list = kvm
+            .get_msr_index_list()
+            .map_err(ioctl("get MSR index list (KVM_GET_MSR_INDEX_LIST)"))?;
+        let xsave2_size = self.fd.check_extension_int(Cap::Xsave2);
+        Ok(VcpuStateCaps::new(index_list.as_slice(), xsave2_size))
     }
 
     /// Route writes of `evt` to interrupt line `gsi`.
@@ -106,4 +181,10 @@ impl Vm {
             .register_ioevent(evt, &IoEventAddress::Mmio(addr), datamatch)
             .map_err(ioctl("register ioeventfd"))
     }
+}
+
+/// The KVM slot of region `index` of the guest memory.
+fn slot_id(index: usize) -> u32 {
+    // KVM allows at most 32767 slots, and squib maps a handful of regions.
+    u32::try_from(index).expect("fewer than 2^32 memory regions")
 }

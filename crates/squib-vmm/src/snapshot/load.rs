@@ -1,0 +1,169 @@
+//! `PUT /snapshot/load`: rebuild a microVM from a state file and a memory file (mapped
+//! copy-on-write) or a userfaultfd page-fault handler, in a process that has configured
+//! nothing for booting.
+//!
+//! A failed load is fatal, as in Firecracker: the client gets its 400, then the process exits
+//! with code 1, because a half-restored VM (devices bound, memory mapped) cannot be cleaned up
+//! into a usable pre-boot state.
+
+use std::fs::File;
+
+use squib_api::action::ApiResponse;
+use squib_api::mirror::VmState;
+use squib_api::schemas::machine_config::HugePages;
+use squib_api::schemas::snapshot::MemBackendType;
+use squib_api::schemas::SnapshotLoadConfig;
+use squib_arch::memory::{
+    create_guest_memory_for_uffd, create_guest_memory_from_file, HugePageMode,
+};
+use squib_devices::legacy::boot_timer::TimestampUs;
+use squib_logger::metrics::METRICS;
+use squib_logger::time::monotonic_us;
+use squib_snapshot::SnapshotError;
+use vm_memory::{GuestAddress, GuestMemoryMmap};
+
+use super::MicrovmState;
+use crate::builder::restore::restore_microvm;
+use crate::builder::BuildContext;
+use crate::controller::{not_supported, ActionError, ActionResult};
+use crate::exit_code::FcExitCode;
+use crate::vmm::Vmm;
+
+/// Firecracker's refusal once the boot path has begun.
+const LOAD_NOT_ALLOWED: &str =
+    "Loading a microVM snapshot not allowed after configuring boot-specific resources.";
+
+/// Guest memory for a restore, and what must live as long as it.
+struct RestoredMemory {
+    mem: GuestMemoryMmap,
+    uffd: Option<squib_uffd::UffdHandoff>,
+}
+
+impl Vmm {
+    /// `PUT /snapshot/load`.
+    pub(crate) fn load_snapshot(&mut self, load: SnapshotLoadConfig) -> ActionResult {
+        if self.boot_resources_configured {
+            return Err(ActionError::fault(LOAD_NOT_ALLOWED));
+        }
+        if load.track_dirty_pages {
+            return Err(not_supported("Dirty page tracking (track_dirty_pages)"));
+        }
+        if load.huge_pages.is_some_and(|h| h != HugePages::None) {
+            return Err(not_supported("Huge pages"));
+        }
+        let start_us = monotonic_us();
+        match self.restore_snapshot(&load) {
+            Ok(()) => {
+                let us = monotonic_us().saturating_sub(start_us);
+                METRICS.latencies_us.vmm_load_snapshot.store(us);
+                log::info!("'load snapshot' VMM action took {us} us.");
+                Ok(ApiResponse::NoContent)
+            }
+            Err(message) => {
+                log::error!("Failed to build MicroVM: Loading snapshot failed.. {message}");
+                self.exit = Some(FcExitCode::GenericError);
+                Err(ActionError::invalid(message))
+            }
+        }
+    }
+
+    /// Every step of a load; the message says which failed, in Firecracker's words.
+    fn restore_snapshot(&mut self, load: &SnapshotLoadConfig) -> Result<(), String> {
+        let state: MicrovmState = squib_snapshot::load_state(&load.snapshot_path)
+            .map_err(|e| format!("Failed to restore from snapshot: {}", state_file_error(&e)))?;
+        self.restore_resources(&state.config_json, load)
+            .map_err(|e| format!("Failed to restore from snapshot: {e}"))?;
+        let memory = restored_memory(&state, load)?;
+        let reset_evt = self.reset_evt().map_err(|e| e.to_string())?;
+        let ctx = BuildContext {
+            start: TimestampUs::now(),
+            instant: std::time::Instant::now(),
+            boot_timer: self.options.boot_timer,
+            reset_evt: &reset_evt,
+            stop: self.stop.clone(),
+            clock_realtime: load.clock_realtime,
+        };
+        let mut vm = restore_microvm(&self.resources, &mut self.events, &ctx, &state, memory.mem)
+            .map_err(|e| format!("Failed to build microVM from snapshot: {e}"))?;
+        vm.uffd = memory.uffd;
+        self.running = Some(vm);
+        self.set_state(VmState::Paused);
+        self.arm_metrics_timer();
+        if load.resume_vm {
+            self.resume_vcpus()
+                .map_err(|e| format!("Failed to resume microVM: {e}"))?;
+            self.set_state(VmState::Running);
+        }
+        Ok(())
+    }
+}
+
+/// Firecracker's nesting for state-file errors.
+fn state_file_error(e: &SnapshotError) -> String {
+    match e {
+        SnapshotError::Open(_) => format!("Failed to get snapshot state from file: {e}"),
+        _ => format!(
+            "Failed to get snapshot state from file: Failed to load snapshot state from file: {e}"
+        ),
+    }
+}
+
+/// The saved regions as the memory constructors take them; sizes that do not fit this
+/// host's address space are refused.
+fn saved_regions(state: &MicrovmState) -> Result<Vec<(GuestAddress, usize)>, String> {
+    if state.memory.is_empty() {
+        return Err("Failed to restore from snapshot: Invalid snapshot state: No memory region defined.".into());
+    }
+    state
+        .memory
+        .iter()
+        .map(|r| {
+            usize::try_from(r.size)
+                .map(|size| (GuestAddress(r.guest_addr), size))
+                .map_err(|_| format!("Invalid snapshot state: region of {} bytes", r.size))
+        })
+        .collect()
+}
+
+/// Guest memory from the memory file (private mapping) or handed to a userfaultfd handler.
+fn restored_memory(
+    state: &MicrovmState,
+    load: &SnapshotLoadConfig,
+) -> Result<RestoredMemory, String> {
+    let regions = saved_regions(state)?;
+    let path = &load.mem_backend.backend_path;
+    match load.mem_backend.backend_type {
+        MemBackendType::File => {
+            let file = File::open(path).map_err(|e| {
+                format!(
+                    "Failed to restore from snapshot: Failed to load guest memory: Error creating \
+                     guest memory from file: Failed to load guest memory: {e}"
+                )
+            })?;
+            let mem = create_guest_memory_from_file(&regions, &file, HugePageMode::None).map_err(
+                |e| {
+                    format!(
+                        "Failed to restore from snapshot: Failed to load guest memory: Error \
+                         creating guest memory from file: {e}"
+                    )
+                },
+            )?;
+            Ok(RestoredMemory { mem, uffd: None })
+        }
+        MemBackendType::Uffd => {
+            let uffd_error = |e: &dyn std::fmt::Display| {
+                format!(
+                    "Failed to restore from snapshot: Failed to load guest memory: Error \
+                     creating guest memory from uffd: {e}"
+                )
+            };
+            let mem = create_guest_memory_for_uffd(&regions, HugePageMode::None)
+                .map_err(|e| uffd_error(&e))?;
+            let handoff = squib_uffd::hand_off(&mem, path).map_err(|e| uffd_error(&e))?;
+            Ok(RestoredMemory {
+                mem,
+                uffd: Some(handoff),
+            })
+        }
+    }
+}
