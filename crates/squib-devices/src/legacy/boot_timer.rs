@@ -7,6 +7,9 @@
 //! and keeps the measurement for [`BootTimer::last_boot_time`]. The line goes through a
 //! rate-limited call site: a guest repeating the write cannot flood the log. Other writes are
 //! ignored and reads return zeros. There is no interrupt.
+//!
+//! Snapshots keep nothing of it: the guest cannot read anything back and it raises no
+//! interrupt. A restored VM gets a new timer from the VMM.
 
 use std::fmt;
 

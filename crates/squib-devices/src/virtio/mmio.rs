@@ -35,6 +35,8 @@ use super::queue::{self, Ring};
 use super::{features, status, GuestMemoryMmap, VirtioDevice, VirtioInterrupt};
 use crate::bus::BusDevice;
 
+pub use persist::MmioTransportState;
+
 /// "virt" in little endian.
 pub const MMIO_MAGIC_VALUE: u32 = 0x7472_6976;
 /// Modern virtio-mmio.
@@ -421,6 +423,8 @@ impl BusDevice for MmioTransport {
         }
     }
 }
+
+pub mod persist;
 
 #[cfg(test)]
 mod tests;

@@ -9,6 +9,8 @@
 //! - [`iovec`]: zero-copy `readv`/`writev` between host fds and guest memory.
 //! - [`queue`]: guarded calls into `virtio-queue` for what the guest controls (sizes, ring
 //!   addresses, heads), so its own `error!` lines are never triggered.
+//! - [`persist`]: snapshot state every device shares (queues, features, activation), the
+//!   [`persist::DeviceState`] of each kind and [`persist::RestoreError`].
 //! - [`rng`]: virtio-rng, the entropy device (virtio 1.2 §5.4).
 //! - [`vsock`]: virtio-vsock with Firecracker's Unix-socket multiplexer (virtio 1.2 §5.10).
 //!
@@ -18,6 +20,7 @@ pub mod block;
 pub mod iovec;
 pub mod mmio;
 pub mod net;
+pub mod persist;
 pub mod queue;
 pub mod rng;
 #[cfg(any(test, feature = "test-utils"))]
@@ -146,6 +149,29 @@ impl VirtioInterrupt {
         self.config_generation.load(Ordering::SeqCst)
     }
 
+    /// Put back the InterruptStatus and ConfigGeneration registers of a snapshot (nothing is
+    /// signalled). The status bits are added to those already pending: the restored device
+    /// may have signalled already (a vsock transport reset, a kicked queue) and its bit must
+    /// not be lost.
+    pub fn restore(&self, status: u32, config_generation: u32) {
+        self.status.fetch_or(status, Ordering::SeqCst);
+        self.config_generation
+            .store(config_generation, Ordering::SeqCst);
+    }
+
+    /// Write the irqfd again for the pending status bits, if any: after a restore, so an
+    /// interrupt raised just before the snapshot is not lost (a spurious one is harmless:
+    /// the driver reads InterruptStatus).
+    ///
+    /// # Errors
+    /// Writing the eventfd failed.
+    pub fn retrigger_pending(&self) -> std::io::Result<()> {
+        if self.status() == 0 {
+            return Ok(());
+        }
+        self.trigger()
+    }
+
     /// The eventfd to register as irqfd.
     #[must_use]
     pub fn eventfd(&self) -> &EventFd {
@@ -223,6 +249,20 @@ pub trait VirtioDevice: Send {
     fn is_activated(&self) -> bool;
     /// Return to the pre-activation state: stop serving, reset queues and features.
     fn reset(&mut self);
+    /// The device's runtime state for a snapshot (see [`persist`]).
+    fn save_state(&self) -> persist::DeviceState;
+    /// Apply `state` to this freshly built device (same configuration as when it was saved)
+    /// and, if it was activated, activate it with `mem` and `interrupt` and kick its queues.
+    ///
+    /// # Errors
+    /// [`persist::RestoreError`] when `state` is of another kind or does not fit the device;
+    /// the device is then left as built.
+    fn restore_state(
+        &mut self,
+        state: &persist::DeviceState,
+        mem: &GuestMemoryMmap,
+        interrupt: &Arc<VirtioInterrupt>,
+    ) -> Result<(), persist::RestoreError>;
 }
 
 /// What every virtio device keeps for the transport: its queues, one notification eventfd
@@ -333,6 +373,22 @@ mod tests {
         assert_eq!(irq.status(), INTERRUPT_CONFIG);
         irq.reset();
         assert_eq!(irq.status(), 0);
+    }
+
+    #[test]
+    fn restore_adds_saved_bits_to_pending_ones_and_sets_the_generation() {
+        let irq = VirtioInterrupt::new().unwrap();
+        irq.retrigger_pending().unwrap();
+        assert!(
+            irq.eventfd().read().is_err(),
+            "nothing pending, nothing raised"
+        );
+        irq.signal_used_queue().unwrap();
+        irq.restore(INTERRUPT_CONFIG, 7);
+        assert_eq!(irq.status(), INTERRUPT_VRING | INTERRUPT_CONFIG);
+        assert_eq!(irq.config_generation(), 7);
+        irq.retrigger_pending().unwrap();
+        assert_eq!(irq.eventfd().read().unwrap(), 2);
     }
 
     #[test]

@@ -94,6 +94,12 @@ pub enum I8042Error {
     /// The keyboard interrupt eventfd could not be written.
     #[error("Could not trigger keyboard interrupt: {0}.")]
     KbdInterruptFailure(std::io::Error),
+    /// A snapshot holds more waiting bytes than the output buffer.
+    #[error("i8042 snapshot holds {len} waiting bytes, more than the {FIFO_SIZE}-byte buffer.")]
+    RestoreOutput {
+        /// Bytes in the snapshot.
+        len: usize,
+    },
 }
 
 /// The bytes waiting for the guest on the data port, oldest first. Never allocates.
@@ -369,6 +375,8 @@ impl BusDevice for I8042Device {
         }
     }
 }
+
+pub mod persist;
 
 #[cfg(test)]
 mod tests {

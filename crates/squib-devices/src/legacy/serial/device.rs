@@ -39,6 +39,12 @@ pub enum SerialError {
     /// The buffer-ready eventfd could not be created or cloned.
     #[error("Could not create the serial buffer-ready eventfd.")]
     BufferReadyEventFd(#[source] io::Error),
+    /// A snapshot's unread input does not fit the receive FIFO.
+    #[error("Serial snapshot holds {len} bytes of unread input, more than the FIFO holds.")]
+    RestoreFifo {
+        /// Bytes in the snapshot's input buffer.
+        len: usize,
+    },
 }
 
 impl From<UartError<io::Error>> for SerialError {
@@ -197,6 +203,8 @@ impl BusDevice for SerialDevice {
         }
     }
 }
+
+pub mod persist;
 
 #[cfg(test)]
 mod tests {

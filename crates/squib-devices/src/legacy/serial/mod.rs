@@ -2,6 +2,7 @@
 //!
 //! - [`device`]: [`SerialDevice`], vm-superio's 8250 behind the [`crate::bus::BusDevice`]
 //!   trait, its output writer and its interrupt eventfd.
+//!   [`device::persist`]: [`SerialDeviceState`], its registers and unread input for a snapshot.
 //! - [`event_handler`]: [`SerialInput`], the event-loop subscriber feeding host input (stdin by
 //!   default) into the receive FIFO without ever reading more than the FIFO can take.
 //! - [`metrics`]: [`UART_METRICS`], Firecracker's `uart` metrics group.
@@ -18,6 +19,7 @@ pub mod event_handler;
 pub mod metrics;
 pub mod output;
 
+pub use device::persist::SerialDeviceState;
 pub use device::{SerialDevice, SerialError};
 pub use event_handler::{InputState, SerialInput};
 pub use metrics::{SerialMetrics, UART_METRICS};

@@ -7,6 +7,7 @@
 //!   through the [`disk::DiskIo`] trait (tests substitute fault-injecting doubles).
 //! - [`event_handler`]: the `event_manager` subscription (queue and rate-limiter events).
 //! - [`metrics`]: [`BlockMetrics`], Firecracker's per-drive `block_<id>` counters.
+//! - [`device::persist`]: [`BlockState`], what a snapshot keeps of the device.
 //!
 //! Data safety: a write completes only after `pwrite` returned for all its bytes; a FLUSH
 //! completes only after `fdatasync`, whatever the cache mode (as in Firecracker; the mode only
@@ -26,6 +27,7 @@ pub(crate) mod test_utils;
 
 use std::path::PathBuf;
 
+pub use device::persist::BlockState;
 pub use device::Block;
 pub use metrics::BlockMetrics;
 

@@ -1,14 +1,16 @@
 //! [`Net`]: the virtio-net device — features, config space, activation, updates.
 //!
-//! Two queues, rx ([`RX_INDEX`]) and tx ([`TX_INDEX`]), of [`QUEUE_SIZE`]. The data paths
-//! live in [`rx`] (TAP → guest, back-pressure), [`rx_buffers`] (rx chains held for frames,
-//! mergeable buffers) and [`tx`] (guest → TAP, gathered straight from guest memory). Each
+//! Two queues, rx ([`RX_INDEX`](super::RX_INDEX)) and tx ([`TX_INDEX`](super::TX_INDEX)), of
+//! [`QUEUE_SIZE`]. The data paths live in `rx` (TAP → guest, back-pressure), `rx_buffers` (rx
+//! chains held for frames, mergeable buffers) and `tx` (guest → TAP, gathered straight from
+//! guest memory); what a snapshot keeps in [`persist`]. Each
 //! drain pops at most the negotiated queue size of chains (malformed ones included) and
 //! serves at most [`QUEUE_SIZE`] frames, then re-kicks itself so other event sources get a
 //! turn, and raises at most one interrupt (suppressed per EVENT_IDX through
 //! `needs_notification`).
 //! Guest mistakes drop the chain or frame, bump a metric and log at most one warning a second.
 
+pub mod persist;
 mod rx;
 mod rx_buffers;
 mod tx;
@@ -22,6 +24,7 @@ use super::tap::{offload, Tap, TapIo};
 use super::{features as net, FrameInterceptor, NetConfig, NetError, NetMetrics};
 use super::{RateLimiterUpdate, MAX_BUFFER_LEN, MIN_MTU, QUEUE_SIZE};
 use crate::rate_limiter::RateLimiter;
+use crate::virtio::persist::{DeviceState, RestoreError};
 use crate::virtio::{
     device_type, features, has_feature, ActivateError, GuestMemoryMmap, VirtioDevice,
     VirtioInterrupt, VirtioState,
@@ -372,6 +375,25 @@ impl VirtioDevice for Net {
         self.rx.segs.clear();
         self.rx.capacity = 0;
         self.tx.blocked_on_tap = false;
+    }
+
+    fn save_state(&self) -> DeviceState {
+        DeviceState::Net(self.save())
+    }
+
+    fn restore_state(
+        &mut self,
+        state: &DeviceState,
+        mem: &GuestMemoryMmap,
+        interrupt: &Arc<VirtioInterrupt>,
+    ) -> Result<(), RestoreError> {
+        match state {
+            DeviceState::Net(state) => self.restore(state, mem, interrupt),
+            other => Err(RestoreError::WrongDevice {
+                expected: "net",
+                found: other.kind(),
+            }),
+        }
     }
 }
 

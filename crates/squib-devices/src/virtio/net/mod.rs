@@ -6,6 +6,8 @@
 //! - [`device`]: [`Net`], its features, config space (mac, status, mtu) and the rx/tx paths.
 //! - [`event_handler`]: the `event_manager` subscription (tap, queues, rate-limiter timers).
 //! - [`metrics`]: [`NetMetrics`], Firecracker's per-interface `net_<iface_id>` counters.
+//! - [`device::persist`]: [`NetState`], what a snapshot keeps of the device (in-flight rx
+//!   included).
 //! - `tap_tests` (tests only): a real TAP in a fresh network namespace, frames both ways.
 //!
 //! Copies: tx frames go to the TAP with one `writev` from guest memory; with MRG_RXBUF and
@@ -28,6 +30,7 @@ pub mod tap;
 #[cfg(test)]
 mod tap_tests;
 
+pub use device::persist::NetState;
 pub use device::Net;
 pub use metrics::NetMetrics;
 pub use tap::{Tap, TapIo};

@@ -16,6 +16,7 @@ use vm_memory::Bytes;
 use super::request::{self, Segment, MAX_DESCRIPTORS};
 use super::{EntropyError, EntropyMetrics, MAX_ENTROPY_BYTES, QUEUE_SIZE, RNG_QUEUE};
 use crate::rate_limiter::{RateLimiter, TokenType};
+use crate::virtio::persist::{DeviceState, RestoreError};
 use crate::virtio::{
     device_type, features, ActivateError, GuestMemoryMmap, VirtioDevice, VirtioInterrupt,
     VirtioState,
@@ -66,11 +67,7 @@ impl Entropy {
     pub fn new(rate_limiter: RateLimiter) -> Result<Self, EntropyError> {
         let state = VirtioState::new(1, QUEUE_SIZE, 1u64 << features::VERSION_1)
             .map_err(EntropyError::EventFd)?;
-        Ok(Self::with_state(state, rate_limiter))
-    }
-
-    pub(super) fn with_state(state: VirtioState, rate_limiter: RateLimiter) -> Self {
-        Self {
+        Ok(Self {
             rate_limiter,
             state,
             mem: None,
@@ -79,7 +76,7 @@ impl Entropy {
             buf: vec![0; MAX_ENTROPY_BYTES as usize].into_boxed_slice(),
             host_rng: host_getrandom,
             metrics: Arc::new(EntropyMetrics::default()),
-        }
+        })
     }
 
     /// The device's counters (the VMM registers them under [`super::METRICS_GROUP`]).
@@ -344,6 +341,25 @@ impl VirtioDevice for Entropy {
         self.mem = None;
         self.interrupt = None;
         self.state.reset();
+    }
+
+    fn save_state(&self) -> DeviceState {
+        DeviceState::Entropy(self.save())
+    }
+
+    fn restore_state(
+        &mut self,
+        state: &DeviceState,
+        mem: &GuestMemoryMmap,
+        interrupt: &Arc<VirtioInterrupt>,
+    ) -> Result<(), RestoreError> {
+        match state {
+            DeviceState::Entropy(state) => self.restore(state, mem, interrupt),
+            other => Err(RestoreError::WrongDevice {
+                expected: "entropy",
+                found: other.kind(),
+            }),
+        }
     }
 }
 

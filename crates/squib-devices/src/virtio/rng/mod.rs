@@ -38,15 +38,12 @@ pub const ENTROPY_DEV_ID: &str = "rng";
 /// Key of the metrics group the VMM registers [`Entropy::metrics`] under.
 pub const METRICS_GROUP: &str = "entropy";
 
-/// Why an entropy device could not be built or restored.
+/// Why an entropy device could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum EntropyError {
     /// An eventfd cannot be created.
     #[error("Unable to create entropy device event fd: {0}")]
     EventFd(#[source] std::io::Error),
-    /// A saved queue cannot be restored.
-    #[error("Unable to restore the entropy queue: {0}")]
-    Queue(#[source] virtio_queue::Error),
 }
 
 #[cfg(test)]

@@ -1,25 +1,23 @@
 //! [`EntropyState`]: what a snapshot keeps of the entropy device, as plain data.
 //!
-//! The device's only guest-visible state is its queue and the negotiated features; the rate
-//! limiter is rebuilt from the VM configuration and the host buffers are scratch. Restoring
-//! gives an inactive device; when [`EntropyState::activated`] is set, the VMM activates it
-//! with the restored guest memory and interrupt line, as after a guest's DRIVER_OK.
+//! The device's only guest-visible state is its queue, the negotiated features and whether
+//! it was activated; the rate limiter is rebuilt from the VM configuration and the host
+//! buffers are scratch. A request the guest published before the snapshot is served after
+//! the restore (the restore kicks the queue).
 
-use virtio_queue::{Queue, QueueState};
+use std::sync::Arc;
 
-use super::{Entropy, EntropyError, QUEUE_SIZE};
-use crate::rate_limiter::RateLimiter;
-use crate::virtio::{features, VirtioDevice, VirtioState};
+use serde::{Deserialize, Serialize};
+
+use super::{Entropy, RNG_QUEUE};
+use crate::virtio::persist::{restore_device, RestoreError, VirtioDeviceState};
+use crate::virtio::{GuestMemoryMmap, VirtioDevice, VirtioInterrupt};
 
 /// The entropy device's snapshot state.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct EntropyState {
-    /// Feature bits the driver accepted.
-    pub acked_features: u64,
-    /// The request queue (addresses, size, ring positions).
-    pub queue: QueueState,
-    /// Whether the device was activated.
-    pub activated: bool,
+    /// Queue, features, activation.
+    pub virtio: VirtioDeviceState,
 }
 
 impl Entropy {
@@ -27,26 +25,26 @@ impl Entropy {
     #[must_use]
     pub fn save(&self) -> EntropyState {
         EntropyState {
-            acked_features: self.acked_features(),
-            queue: self.state.queues[super::RNG_QUEUE].state(),
-            activated: self.is_activated(),
+            virtio: self.state.save(self.is_activated()),
         }
     }
 
-    /// A device with the saved queue and features, inactive, throttled by `rate_limiter`.
+    /// Apply `state` to this freshly built device; if it was activated, activate it with
+    /// `mem` and `interrupt` and kick its queue.
     ///
     /// # Errors
-    /// [`EntropyError::Queue`] when the saved queue is not valid (e.g. a size above
-    /// [`QUEUE_SIZE`]), [`EntropyError::EventFd`] when the queue eventfd cannot be created.
-    pub fn restore(state: &EntropyState, rate_limiter: RateLimiter) -> Result<Self, EntropyError> {
-        if state.queue.max_size != QUEUE_SIZE {
-            return Err(EntropyError::Queue(virtio_queue::Error::InvalidMaxSize));
+    /// [`RestoreError`] when the state does not fit the device (queue count or maximum size,
+    /// an invalid queue, features not offered) or the device is not fresh.
+    pub fn restore(
+        &mut self,
+        state: &EntropyState,
+        mem: &GuestMemoryMmap,
+        interrupt: &Arc<VirtioInterrupt>,
+    ) -> Result<(), RestoreError> {
+        restore_device(self, &state.virtio, mem, interrupt, |_| Ok(()))?;
+        if state.virtio.activated {
+            self.state.kick_queues(&[RNG_QUEUE])?;
         }
-        let queue = Queue::try_from(state.queue).map_err(EntropyError::Queue)?;
-        let mut virtio = VirtioState::new(1, QUEUE_SIZE, 1u64 << features::VERSION_1)
-            .map_err(EntropyError::EventFd)?;
-        virtio.queues[super::RNG_QUEUE] = queue;
-        virtio.acked_features = state.acked_features & virtio.avail_features;
-        Ok(Self::with_state(virtio, rate_limiter))
+        Ok(())
     }
 }

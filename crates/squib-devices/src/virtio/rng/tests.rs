@@ -420,27 +420,87 @@ fn event_manager_drives_queue_and_timer() {
 }
 
 #[test]
-fn save_and_restore_keep_queue_and_features() {
+fn a_restored_device_serves_the_next_request_where_the_saved_one_stopped() {
     let mut h = Harness::unlimited();
     h.request(16);
     h.simulate_queue_event();
+    // Published but not served before the snapshot: the restore's kick serves it.
+    let pending = h.request(8);
     let state = h.dev.save();
-    assert!(state.activated);
-    assert_eq!(state.acked_features, 1 << features::VERSION_1);
-    assert_eq!((state.queue.next_avail, state.queue.next_used), (1, 1));
-    let mut restored = Entropy::restore(&state, RateLimiter::unlimited().unwrap()).unwrap();
-    assert!(!restored.is_activated());
-    assert_eq!(restored.save().queue, state.queue);
-    restored.activate(h.mem.clone(), h.irq.clone()).unwrap();
-    h.dev = restored;
-    let a = h.request(16);
-    h.simulate_queue_event();
-    assert_eq!(h.vq.used_idx(), 2);
-    assert!(filled(&h.data(a, 16)));
+    assert!(state.virtio.activated);
+    assert_eq!(state.virtio.acked_features, 1 << features::VERSION_1);
+    let q = state.virtio.queues[RNG_QUEUE];
+    assert_eq!(
+        (q.next_avail, q.next_used, q.size),
+        (1, 1, HARNESS_QUEUE_SIZE)
+    );
+    let bytes = bincode::serialize(&state).unwrap();
+    let state: EntropyState = bincode::deserialize(&bytes).unwrap();
 
-    let mut bad = state;
-    bad.queue.max_size = 1024;
-    assert!(Entropy::restore(&bad, RateLimiter::unlimited().unwrap()).is_err());
+    let mut restored = Entropy::new(RateLimiter::unlimited().unwrap()).unwrap();
+    let irq = Arc::new(VirtioInterrupt::new().unwrap());
+    restored.restore(&state, h.mem, &irq).unwrap();
+    assert!(restored.is_activated());
+    assert_eq!(restored.save(), state);
+    assert_eq!(
+        restored.queue_events()[RNG_QUEUE].read().unwrap(),
+        1,
+        "the restore kicks"
+    );
+    h.dev = restored;
+    h.dev.process_queue_event();
+    assert_eq!(
+        h.vq.used_idx(),
+        2,
+        "the used ring continues from the snapshot"
+    );
+    assert_eq!(h.vq.used(1).1, 8);
+    assert!(filled(&h.data(pending, 8)));
+    assert_eq!(
+        irq.eventfd().read().unwrap(),
+        1,
+        "the restored line is used"
+    );
+    let next = h.request(16);
+    h.simulate_queue_event();
+    assert_eq!(h.vq.used_idx(), 3);
+    assert!(filled(&h.data(next, 16)));
+}
+
+#[test]
+fn restore_refuses_a_bad_state_and_leaves_the_device_as_built() {
+    let mut h = Harness::unlimited();
+    h.request(16);
+    h.simulate_queue_event();
+    let good = h.dev.save();
+    let mut bad = good.clone();
+    bad.virtio.queues[RNG_QUEUE].max_size = 1024;
+    let mut fresh = Entropy::new(RateLimiter::unlimited().unwrap()).unwrap();
+    let err = fresh.restore(&bad, h.mem, &h.irq).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "queue 0: the device's maximum size is 256, the snapshot's 1024"
+    );
+    let mut unoffered = good.clone();
+    unoffered.virtio.acked_features |= 1 << features::RING_EVENT_IDX;
+    assert!(fresh.restore(&unoffered, h.mem, &h.irq).is_err());
+    assert!(!fresh.is_activated());
+    assert_eq!(
+        fresh.save(),
+        Entropy::new(RateLimiter::unlimited().unwrap())
+            .unwrap()
+            .save()
+    );
+    // An activated device is not a restore target.
+    assert!(matches!(
+        h.dev.restore(&good, h.mem, &h.irq),
+        Err(crate::virtio::persist::RestoreError::NotFresh)
+    ));
+    // The refused attempts left it fresh: the good state still applies (through the trait,
+    // as the transport calls it).
+    let state = crate::virtio::persist::DeviceState::Entropy(good);
+    fresh.restore_state(&state, h.mem, &h.irq).unwrap();
+    assert!(fresh.is_activated());
 }
 
 mod hostile {

@@ -8,6 +8,7 @@
 //! mistakes drop the packet (or answer `RST`), log at most a few warnings a second and
 //! leave the device running.
 
+pub mod persist;
 mod queues;
 
 use std::path::{Path, PathBuf};
@@ -20,6 +21,7 @@ use super::packet::{collect_segments, copy_to_guest, Segments};
 use super::{
     VsockError, VsockMetrics, EVQ_INDEX, QUEUE_SIZE, RX_INDEX, TX_INDEX, VIRTIO_F_IN_ORDER,
 };
+use crate::virtio::persist::{DeviceState, RestoreError};
 use crate::virtio::{
     device_type, features, ActivateError, GuestMemoryMmap, VirtioDevice, VirtioInterrupt,
     VirtioState,
@@ -27,16 +29,6 @@ use crate::virtio::{
 
 /// `virtio_vsock_event.id` of a transport reset.
 pub const EVENT_TRANSPORT_RESET: u32 = 0;
-
-/// What a snapshot records of a vsock device: plain data, enough to rebuild it (a restore
-/// binds `uds_path`, or its override, again with no connections, as Firecracker does).
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct VsockState {
-    /// The guest's CID.
-    pub guest_cid: u64,
-    /// The host socket path.
-    pub uds_path: PathBuf,
-}
 
 /// A virtio-vsock device backed by Unix sockets (Firecracker's hybrid vsock).
 #[derive(Debug)]
@@ -99,15 +91,6 @@ impl Vsock {
     #[must_use]
     pub fn uds_path(&self) -> &Path {
         self.muxer.uds_path()
-    }
-
-    /// The device's configuration as a snapshot records it.
-    #[must_use]
-    pub fn state_snapshot(&self) -> VsockState {
-        VsockState {
-            guest_cid: self.guest_cid,
-            uds_path: self.uds_path().to_owned(),
-        }
     }
 
     /// The device's counters.
@@ -287,5 +270,24 @@ impl VirtioDevice for Vsock {
         self.reset_event_pending = false;
         self.rx_gated = false;
         self.state.reset();
+    }
+
+    fn save_state(&self) -> DeviceState {
+        DeviceState::Vsock(self.save())
+    }
+
+    fn restore_state(
+        &mut self,
+        state: &DeviceState,
+        mem: &GuestMemoryMmap,
+        interrupt: &Arc<VirtioInterrupt>,
+    ) -> Result<(), RestoreError> {
+        match state {
+            DeviceState::Vsock(state) => self.restore(state, mem, interrupt),
+            other => Err(RestoreError::WrongDevice {
+                expected: "vsock",
+                found: other.kind(),
+            }),
+        }
     }
 }

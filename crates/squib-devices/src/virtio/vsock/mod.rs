@@ -15,7 +15,8 @@
 //!   stream with the bounded buffer of guest bytes the host has not read yet.
 //! - [`muxer`]: all connections, the listener, port allocation, the 2000 ms deadlines
 //!   (one timerfd) and what the event loop watches.
-//! - [`device`]: [`Vsock`], the virtio device (config space, queues, rx/tx/event paths).
+//! - [`device`]: [`Vsock`], the virtio device (config space, queues, rx/tx/event paths);
+//!   [`device::persist`]: [`VsockState`], what a snapshot keeps of it.
 //! - [`event_handler`]: the `event_manager` subscription.
 //! - [`metrics`]: [`VsockMetrics`], Firecracker's `vsock` group.
 //!
@@ -28,7 +29,8 @@
 //!    ioeventfds) and add it (`Arc<Mutex<Vsock>>`) to the event manager: `init` registers the
 //!    queue eventfds, the listener and the deadline timer; connection streams follow by
 //!    themselves. Activation comes from the transport; nothing else is needed.
-//! 3. After a snapshot restore: [`Vsock::send_transport_reset`].
+//! 3. Snapshots: [`Vsock::save`] and [`Vsock::restore`] (or through the transport); the
+//!    restore sends the guest a transport reset itself (connections are not saved).
 //!
 //! Flow control is credit based both ways (§5.10.6.3): data goes to the guest only within
 //! the credit the guest advertised, and the guest may send at most [`CONN_BUF_ALLOC`] bytes the
@@ -46,7 +48,8 @@ pub mod muxer;
 pub mod packet;
 
 pub use connection::{ConnPhase, ConnState};
-pub use device::{Vsock, VsockState};
+pub use device::persist::VsockState;
+pub use device::Vsock;
 pub use metrics::VsockMetrics;
 
 /// Size of each of the three queues.

@@ -187,6 +187,23 @@ impl Muxer {
         self.guest_ready = ready;
     }
 
+    /// The local port the next host-initiated connection tries first (a snapshot keeps it,
+    /// so a restored guest does not see recent ports reused at once).
+    #[must_use]
+    pub fn next_local_port(&self) -> u32 {
+        self.next_local_port
+    }
+
+    /// Continue port allocation at `port` (restore); `false`, and nothing changes, when it
+    /// is outside the host-initiated range [2³⁰, 2³¹).
+    pub fn set_next_local_port(&mut self, port: u32) -> bool {
+        if !(FIRST_LOCAL_PORT..1 << 31).contains(&port) {
+            return false;
+        }
+        self.next_local_port = port;
+        true
+    }
+
     /// Whether a packet is owed to the guest.
     #[must_use]
     pub fn has_rx(&self) -> bool {

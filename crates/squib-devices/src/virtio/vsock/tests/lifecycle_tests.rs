@@ -41,7 +41,7 @@ fn socket_is_bound_at_construction_and_unlinked_on_drop() {
     assert!(path.exists());
     // A client can connect before the device is activated or registered.
     let _client = UnixStream::connect(&path).unwrap();
-    assert_eq!(vsock.state_snapshot().uds_path, path);
+    assert_eq!(vsock.save().uds_path, path);
     drop(vsock);
     assert!(!path.exists());
     let again = Vsock::new(3, path.clone()).unwrap();
