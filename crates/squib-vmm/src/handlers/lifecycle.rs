@@ -10,7 +10,7 @@ use squib_logger::time::monotonic_us;
 
 use super::metrics::{flush_metrics, write_periodic};
 use crate::builder::{build_microvm, BuildContext};
-use crate::controller::{not_supported, ActionError, ActionResult};
+use crate::controller::{ActionError, ActionResult};
 use crate::vmm::{Vmm, VCPU_ACK_TIMEOUT};
 use crate::vstate::vcpu::{pause_all, resume_all};
 

@@ -112,7 +112,10 @@ fn state_file_error(e: &SnapshotError) -> String {
 /// host's address space are refused.
 fn saved_regions(state: &MicrovmState) -> Result<Vec<(GuestAddress, usize)>, String> {
     if state.memory.is_empty() {
-        return Err("Failed to restore from snapshot: Invalid snapshot state: No memory region defined.".into());
+        return Err(
+            "Failed to restore from snapshot: Invalid snapshot state: No memory region defined."
+                .into(),
+        );
     }
     state
         .memory

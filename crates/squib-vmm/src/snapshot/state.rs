@@ -6,7 +6,7 @@ use squib_devices::legacy::serial::SerialDeviceState;
 use squib_devices::virtio::mmio::MmioTransportState;
 
 use crate::vstate::vcpu_state::VcpuState;
-use crate::vstate::vm::VmState;
+use crate::vstate::vm_state::VmState;
 
 /// One guest memory region: where the guest sees it and how long it is. The memory file
 /// holds the regions back to back in this order.
@@ -19,7 +19,7 @@ pub struct MemoryRegionState {
 }
 
 /// A paused microVM, minus its memory (which goes to the memory file).
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(Serialize, Deserialize, Clone, Debug)]
 pub struct MicrovmState {
     /// The VM's configuration in the `--config-file` format, without the boot source: a load
     /// rebuilds the devices from it, in the same order, on the same MMIO slots.
