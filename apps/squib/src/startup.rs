@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use squib_api::channel::api_channel;
 use squib_api::mirror::StateMirror;
-use squib_api::server::{ApiServer, ApiServerConfig};
+use squib_api::server::{ApiDrain, ApiServer, ApiServerConfig};
 use squib_logger::metrics::METRICS;
 use squib_vmm::event_sources::ControlEvents;
 use squib_vmm::exit_code::FcExitCode;
@@ -85,11 +85,11 @@ fn run_vmm(cli: &Cli, start: squib_vmm::TimestampUs) -> FcExitCode {
         }
     };
     let mirror = Arc::new(StateMirror::new(cli.id.clone()));
-    let api = if cli.no_api {
-        None
+    let (api, drain) = if cli.no_api {
+        (None, None)
     } else {
         match start_api_server(cli, &control, &mirror) {
-            Ok(receiver) => Some(receiver),
+            Ok((receiver, drain)) => (Some(receiver), Some(drain)),
             Err(code) => return code,
         }
     };
@@ -117,14 +117,25 @@ fn run_vmm(cli: &Cli, start: squib_vmm::TimestampUs) -> FcExitCode {
             return FcExitCode::GenericError;
         }
     }
-    vmm.run()
+    let code = vmm.run();
+    // A request can end the process (a failed snapshot load): its client still gets the
+    // response the VMM gave it before the process goes.
+    if let Some(drain) = drain {
+        if !drain.wait_idle(API_DRAIN_TIMEOUT) {
+            log::warn!("Exiting with API responses still unwritten");
+        }
+    }
+    code
 }
+
+/// How long an exiting process waits for the API thread to write the responses it owes.
+const API_DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
 fn start_api_server(
     cli: &Cli,
     control: &ControlEvents,
     mirror: &Arc<StateMirror>,
-) -> Result<squib_api::channel::ApiReceiver, FcExitCode> {
+) -> Result<(squib_api::channel::ApiReceiver, ApiDrain), FcExitCode> {
     let config = ApiServerConfig {
         socket_path: cli.api_sock.clone(),
         max_payload_size: cli.http_api_max_payload_size,
@@ -142,11 +153,12 @@ fn start_api_server(
         FcExitCode::GenericError
     })?;
     let (sender, receiver) = api_channel(API_CHANNEL_CAPACITY, wake);
+    let drain = server.drain();
     server.spawn(sender, mirror.clone()).map_err(|e| {
         log::error!("Cannot start the API thread: {e}");
         FcExitCode::GenericError
     })?;
-    Ok(receiver)
+    Ok((receiver, drain))
 }
 
 /// The umask the API socket is created under: mode 0600.

@@ -70,9 +70,18 @@ struct Activity {
 
 /// The open connections, oldest first.
 #[derive(Debug, Default)]
-struct Connections(Mutex<VecDeque<Arc<Activity>>>);
+pub(crate) struct Connections(Mutex<VecDeque<Arc<Activity>>>);
 
 impl Connections {
+    /// Whether some connection has read a request whose response is not written yet.
+    pub(crate) fn any_busy(&self) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .any(|a| a.busy.load(Ordering::Acquire))
+    }
+
     fn add(&self, activity: Arc<Activity>) {
         self.0
             .lock()
@@ -170,7 +179,11 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
 }
 
 /// Serve until the runtime stops.
-pub(crate) async fn serve(listener: StdUnixListener, state: Arc<ServerState>) {
+pub(crate) async fn serve(
+    listener: StdUnixListener,
+    state: Arc<ServerState>,
+    connections: Arc<Connections>,
+) {
     let listener = match UnixListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {
@@ -181,7 +194,6 @@ pub(crate) async fn serve(listener: StdUnixListener, state: Arc<ServerState>) {
     log::info!("API server started.");
     let router = axum::Router::new().fallback(handle).with_state(state);
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let connections = Arc::new(Connections::default());
     let mut builder = http1::Builder::new();
     builder
         .keep_alive(true)

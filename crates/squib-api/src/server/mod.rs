@@ -80,6 +80,28 @@ pub enum ApiServerError {
 pub struct ApiServer {
     listener: UnixListener,
     config: ApiServerConfig,
+    connections: Arc<connection::Connections>,
+}
+
+/// Lets the process wait, before it exits, until the API thread has written the responses
+/// it owes: a request that ends the process (a failed snapshot load) still gets its reply.
+#[derive(Debug, Clone)]
+pub struct ApiDrain(Arc<connection::Connections>);
+
+impl ApiDrain {
+    /// Wait until no connection has a request without a written response, at most
+    /// `timeout`; `false` if some were still pending then.
+    #[must_use]
+    pub fn wait_idle(&self, timeout: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        while self.0.any_busy() {
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        true
+    }
 }
 
 impl ApiServer {
@@ -103,7 +125,17 @@ impl ApiServer {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
             .map_err(configure)?;
         listener.set_nonblocking(true).map_err(configure)?;
-        Ok(Self { listener, config })
+        Ok(Self {
+            listener,
+            config,
+            connections: Arc::default(),
+        })
+    }
+
+    /// The handle that waits for pending responses (see [`ApiDrain`]).
+    #[must_use]
+    pub fn drain(&self) -> ApiDrain {
+        ApiDrain(self.connections.clone())
     }
 
     /// The socket path.
@@ -128,6 +160,7 @@ impl ApiServer {
             mmds_size_limit: self.config.mmds_size_limit,
         });
         let listener = self.listener;
+        let connections = self.connections;
         std::thread::Builder::new()
             .name("fc_api".to_owned())
             .spawn(move || {
@@ -141,7 +174,7 @@ impl ApiServer {
                         return;
                     }
                 };
-                runtime.block_on(connection::serve(listener, state));
+                runtime.block_on(connection::serve(listener, state, connections));
             })
     }
 }
