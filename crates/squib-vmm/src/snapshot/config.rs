@@ -1,7 +1,8 @@
 //! The VM configuration a snapshot carries, and how a load turns it back into a resource
-//! store: the `--config-file` document of the snapshotted VM (without its boot source, which
-//! a restored guest no longer needs), changed by the load request's overrides, then replayed
-//! through the same validated API actions as a configuration file.
+//! store: the `--config-file` document of the snapshotted VM, changed by the load request's
+//! overrides, then replayed through the same validated API actions as a configuration file
+//! — all but the boot source, which a restored guest no longer needs (its kernel is in guest
+//! memory; the file need not exist any more).
 
 use squib_api::action::{ApiAction, ApiResponse};
 use squib_api::schemas::vm_config::VmConfig;
@@ -30,10 +31,8 @@ pub enum RestoreConfigError {
 impl Vmm {
     /// The configuration to keep in a snapshot, as JSON text.
     pub(crate) fn snapshot_config_json(&self) -> String {
-        let mut config = self.vm_config();
-        config.boot_source = Default::default();
         // Serialising plain data into a string cannot fail.
-        serde_json::to_string(&config).unwrap_or_default()
+        serde_json::to_string(&self.vm_config()).unwrap_or_default()
     }
 
     /// Rebuild the resource store from a snapshot's configuration with the load request's

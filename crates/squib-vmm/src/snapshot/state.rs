@@ -21,8 +21,8 @@ pub struct MemoryRegionState {
 /// A paused microVM, minus its memory (which goes to the memory file).
 #[derive(Serialize, Deserialize, Clone, Debug)]
 pub struct MicrovmState {
-    /// The VM's configuration in the `--config-file` format, without the boot source: a load
-    /// rebuilds the devices from it, in the same order, on the same MMIO slots.
+    /// The VM's configuration in the `--config-file` format: a load rebuilds the devices from
+    /// it, in the same order, on the same MMIO slots.
     pub config_json: String,
     /// Guest memory regions, in guest-address order.
     pub memory: Vec<MemoryRegionState>,
