@@ -4,14 +4,25 @@
 //! One guest boot serves every restore check (boots cost minutes of a host core on
 //! `kvm_pvm`): the guest writes a tagged file to its ext4 root and prints a counter; it is
 //! paused, snapshotted (Full) and killed. A second process loads the snapshot with its memory
-//! file mapped and `resume_vm`: the counter goes on from where it stopped and the file is
-//! still there; Ctrl-Alt-Del then reboots it through the restored i8042. A third process
-//! restores the same snapshot through a userfaultfd page-fault handler (squib-uffd's, the
-//! library behind `squib-uffd-handler`), which serves only the pages the guest touches.
+//! file mapped and `resume_vm`, its NIC moved to another TAP (`network_overrides`): the
+//! counter goes on from where it stopped, the file is still there and the guest answers ping
+//! through the new TAP; Ctrl-Alt-Del then reboots it through the restored i8042. A third
+//! process restores the same snapshot through a userfaultfd page-fault handler (squib-uffd's,
+//! the library behind `squib-uffd-handler`), which serves only the pages the guest touches.
+//!
+//! The test runs in a network namespace of its own (as the network tests do), with its TAPs.
 
 mod common;
+// Shared with the network tests, which use all of both.
+#[allow(dead_code)]
+#[path = "net/icmp.rs"]
+mod icmp;
+#[allow(dead_code)]
+#[path = "net/netns.rs"]
+mod netns;
 
 use std::fs;
+use std::net::Ipv4Addr;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -26,6 +37,55 @@ const RESUME_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Backstop for a restored guest's reboot after Ctrl-Alt-Del.
 const EXIT_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// The snapshotted guest's address (`ip=` on the kernel command line) and its host peer.
+const GUEST_IP: Ipv4Addr = Ipv4Addr::new(172, 16, 7, 2);
+const HOST_IP: &str = "172.16.7.1/24";
+/// The TAP the snapshotted VM had, and the one its restores are moved to.
+const ORIGIN_TAP: &str = "snap-tap0";
+const CLONE_TAP: &str = "snap-tap1";
+
+/// A host TAP named `name` holding [`HOST_IP`], deleted on drop (`HostTap` names TAPs by
+/// subnet; a clone needs the same subnet on another TAP).
+struct Tap(&'static str);
+
+impl Tap {
+    fn create(name: &'static str) -> Tap {
+        for args in [
+            vec!["tuntap", "add", "dev", name, "mode", "tap"],
+            vec!["addr", "add", HOST_IP, "dev", name],
+            vec!["link", "set", name, "up"],
+        ] {
+            netns::ip(&args).unwrap_or_else(|e| panic!("creating TAP {name}: {e}"));
+        }
+        Tap(name)
+    }
+}
+
+impl Drop for Tap {
+    fn drop(&mut self) {
+        if let Err(e) = netns::ip(&["link", "del", self.0]) {
+            eprintln!("deleting TAP {}: {e}", self.0);
+        }
+    }
+}
+
+/// Pings the guest until it answers (a restored guest first resolves the new TAP's MAC).
+fn assert_guest_answers_ping(squib: &Squib) {
+    let deadline = std::time::Instant::now() + RESUME_TIMEOUT;
+    loop {
+        let result = icmp::ping(GUEST_IP, 1, 56, Duration::ZERO, Duration::from_secs(2))
+            .unwrap_or_else(|e| panic!("ping {GUEST_IP}: {e}"));
+        if result.received == 1 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the restored guest did not answer ping through {CLONE_TAP}\n{}",
+            squib.report()
+        );
+    }
+}
 
 /// The number in a `SQUIB tick <n>` line.
 fn tick_number(line: &str) -> u32 {
@@ -80,6 +140,10 @@ fn full_snapshot_resumes_in_new_processes() {
     let Some(kit) = GuestKit::locate() else {
         return;
     };
+    assert!(
+        netns::enter_private_netns(),
+        "the snapshot test needs a network namespace and /dev/net/tun (run as root)"
+    );
     let _slot = boot_slot();
     let dir = tempfile::tempdir().expect("temporary directory");
     let rootfs = dir.path().join("rootfs.ext4");
@@ -90,7 +154,10 @@ fn full_snapshot_resumes_in_new_processes() {
         memory: dir.path().join("vm.mem"),
     };
 
+    let origin_tap = Tap::create(ORIGIN_TAP);
     let last = boot_and_snapshot(&kit, &rootfs, &tag, &files);
+    drop(origin_tap);
+    let _clone_tap = Tap::create(CLONE_TAP);
     restore_from_file(&files, &tag, last);
     assert_eq!(
         ext4_file(&rootfs, "/snap-file"),
@@ -109,7 +176,11 @@ fn boot_and_snapshot(kit: &GuestKit, rootfs: &Path, tag: &str, files: &SnapshotF
         "/boot-source",
         &json!({
             "kernel_image_path": kit.vmlinux().display().to_string(),
-            "boot_args": boot_args(&format!("squib.action=snap-file squib.snap_tag={tag}")),
+            "boot_args": boot_args(&format!(
+                "ip={GUEST_IP}::{}:255.255.255.0::eth0:off squib.action=snap-file \
+                 squib.snap_tag={tag}",
+                HOST_IP.trim_end_matches("/24")
+            )),
         }),
     );
     put_ok(
@@ -172,8 +243,9 @@ fn boot_and_snapshot(kit: &GuestKit, rootfs: &Path, tag: &str, files: &SnapshotF
     last
 }
 
-/// Loads the snapshot with its memory file mapped and `resume_vm`, checks the guest goes on
-/// (counter, file, configuration), then reboots it with Ctrl-Alt-Del.
+/// Loads the snapshot with its memory file mapped, `resume_vm` and the NIC moved to another
+/// TAP; checks the guest goes on (counter, file, configuration, ping), then reboots it with
+/// Ctrl-Alt-Del.
 fn restore_from_file(files: &SnapshotFiles, tag: &str, last: u32) {
     let mut squib = Squib::with_api("snap-file-restore", &[]);
     let from = squib.line_count();
@@ -184,6 +256,7 @@ fn restore_from_file(files: &SnapshotFiles, tag: &str, last: u32) {
             "snapshot_path": files.state.display().to_string(),
             "mem_backend": { "backend_type": "File", "backend_path": files.memory.display().to_string() },
             "resume_vm": true,
+            "network_overrides": [{ "iface_id": "eth0", "host_dev_name": CLONE_TAP }],
         }),
     );
     let (_, body) = squib.api().get("/");
@@ -194,6 +267,10 @@ fn restore_from_file(files: &SnapshotFiles, tag: &str, last: u32) {
     assert_eq!(config["drives"][0]["drive_id"], "rootfs", "{body}");
     assert_eq!(config["machine-config"]["mem_size_mib"], 128, "{body}");
     assert!(config["entropy"].is_object(), "{body}");
+    assert_eq!(
+        config["network-interfaces"][0]["host_dev_name"], CLONE_TAP,
+        "network_overrides moves the NIC: {body}"
+    );
 
     let (_, next) = squib.wait_for_from(from, "SQUIB tick ", RESUME_TIMEOUT);
     assert_eq!(
@@ -206,6 +283,7 @@ fn restore_from_file(files: &SnapshotFiles, tag: &str, last: u32) {
         &format!("SQUIB tick-file SQUIB-SNAP-FILE {tag}"),
         RESUME_TIMEOUT,
     );
+    assert_guest_answers_ping(&squib);
 
     let (status, body) = squib
         .api()
@@ -246,6 +324,7 @@ fn restore_through_uffd(files: &SnapshotFiles, tag: &str, last: u32) {
             "snapshot_path": files.state.display().to_string(),
             "mem_backend": { "backend_type": "Uffd", "backend_path": socket.display().to_string() },
             "resume_vm": true,
+            "network_overrides": [{ "iface_id": "eth0", "host_dev_name": CLONE_TAP }],
         }),
     );
     let (_, next) = squib.wait_for_from(from, "SQUIB tick ", RESUME_TIMEOUT);
