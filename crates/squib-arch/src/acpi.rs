@@ -3,7 +3,10 @@
 //!
 //! What is written, following Firecracker (`vmm/src/acpi/`):
 //! - DSDT: `_SB_.COM1` (PNP0501), `_SB_.PS2_` (PNP0303) and one `LNRO0005` device per
-//!   virtio-mmio slot (module `dsdt`). No `_S5_`: Firecracker has no ACPI power management.
+//!   virtio-mmio slot (module `dsdt`); when asked, the clone-safety devices VMGenID
+//!   (`_SB_.VGEN`), VMClock (`_SB_.VCLK`) and the Generic Event Device (`_SB_.GED_`) that
+//!   signals them (module `clone_devices`). No `_S5_`: Firecracker has no ACPI power
+//!   management.
 //! - FADT: hardware-reduced ACPI, power and sleep buttons as control-method devices, IA-PC boot
 //!   flags "VGA not present", "no PCIe ASPM", "MSI not supported", 64-bit DSDT pointer and
 //!   Firecracker's hypervisor vendor identity.
@@ -18,12 +21,14 @@
 //! table, which owns its first [`MPTABLE_MAX_SIZE`] bytes
 //! whatever the vCPU count; the ACPI tables are allocated first-fit (8-byte aligned) from
 //! [`ACPI_TABLES_START`] in the order DSDT, FADT, MADT, XSDT, and creation fails rather than
-//! cross [`RSDP_ADDR`]. The RSDP itself sits at the fixed [`RSDP_ADDR`] where Linux also looks
-//! (`boot_params.acpi_rsdp_addr` should point there too). The two builders are therefore
+//! cross [`SYSTEM_TABLES_END`], above which VMGenID and VMClock live. The RSDP itself sits
+//! at the fixed [`RSDP_ADDR`] where Linux also looks (`boot_params.acpi_rsdp_addr` should
+//! point there too). The two builders are therefore
 //! independent: either may run first, and neither overwrites the other.
 //!
 //! The `acpi_tables` crate (rust-vmm / Cloud Hypervisor) builds the bytes, checksums included.
 
+mod clone_devices;
 mod dsdt;
 #[cfg(test)]
 mod tests;
@@ -37,8 +42,8 @@ use acpi_tables::xsdt::XSDT;
 use acpi_tables::Aml;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryError, GuestMemoryMmap};
 
-pub use crate::layout::RSDP_ADDR;
-use crate::layout::{APIC_ADDR, IOAPIC_ADDR};
+use crate::layout::{APIC_ADDR, IOAPIC_ADDR, LAST_GSI, VMCLOCK_SIZE, VMGENID_SIZE};
+pub use crate::layout::{RSDP_ADDR, SYSTEM_TABLES_END};
 use crate::mptable::{MPTABLE_MAX_SIZE, MPTABLE_START};
 
 /// First byte available to the ACPI tables (right after the MP table's reservation).
@@ -80,6 +85,28 @@ pub struct MmioDeviceInfo {
     pub gsi: u32,
 }
 
+/// Where the VM generation ID lives and which GSI tells the guest it changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VmGenIdInfo {
+    /// Guest-physical address of the 16-byte ID (normally [`crate::layout::VMGENID_ADDR`]).
+    pub addr: u64,
+    /// The GED interrupt line that announces a new ID (normally
+    /// [`crate::layout::ACPI_GED_GSI`]).
+    pub gsi: u32,
+}
+
+/// Where the VMClock page lives and which GSI tells the guest it changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VmClockInfo {
+    /// Guest-physical address of the page-aligned 4 KiB VMClock page (normally
+    /// [`crate::layout::VMCLOCK_ADDR`]).
+    pub addr: u64,
+    /// The GED interrupt line that announces an update (normally
+    /// [`crate::layout::ACPI_GED_GSI`]; sharing VMGenID's line is fine, the GED then notifies
+    /// both devices).
+    pub gsi: u32,
+}
+
 /// What the ACPI tables describe.
 #[derive(Clone, Copy, Debug)]
 pub struct AcpiConfig<'a> {
@@ -91,6 +118,10 @@ pub struct AcpiConfig<'a> {
     pub serial: bool,
     /// Whether the i8042 (0x60/0x64, GSI 1) is present.
     pub i8042: bool,
+    /// The VMGenID device (`_SB_.VGEN`), if the VM has one.
+    pub vmgenid: Option<VmGenIdInfo>,
+    /// The VMClock device (`_SB_.VCLK`), if the VM has one.
+    pub vmclock: Option<VmClockInfo>,
 }
 
 /// Errors building or writing the ACPI tables.
@@ -123,7 +154,39 @@ pub enum AcpiError {
         /// Length.
         len: u64,
     },
-    /// The tables do not fit between [`ACPI_TABLES_START`] and [`RSDP_ADDR`].
+    /// A VMGenID or VMClock area that is misaligned or not inside the reserved device area
+    /// `[SYSTEM_TABLES_END, RSDP_ADDR)`.
+    #[error(
+        "{device} area {addr:#x}+{len:#x} is misaligned or outside the reserved device area \
+         [{SYSTEM_TABLES_END:#x}, {RSDP_ADDR:#x})"
+    )]
+    InvalidDeviceArea {
+        /// "VMGenID" or "VMClock".
+        device: &'static str,
+        /// Base address.
+        addr: u64,
+        /// Length.
+        len: u64,
+    },
+    /// The VMGenID ID and the VMClock page share bytes.
+    #[error("VMGenID at {vmgenid:#x} overlaps the VMClock page at {vmclock:#x}")]
+    DeviceAreasOverlap {
+        /// VMGenID's address.
+        vmgenid: u64,
+        /// VMClock's address.
+        vmclock: u64,
+    },
+    /// A GED interrupt line the I/O APIC does not have.
+    #[error("{device} GSI {gsi} is beyond the I/O APIC's last pin ({max})")]
+    InvalidGsi {
+        /// "VMGenID" or "VMClock".
+        device: &'static str,
+        /// The line asked for.
+        gsi: u32,
+        /// The last valid line.
+        max: u32,
+    },
+    /// The tables do not fit between [`ACPI_TABLES_START`] and [`SYSTEM_TABLES_END`].
     #[error("ACPI table {table} ({size} bytes) does not fit in system memory")]
     OutOfSystemMemory {
         /// Table signature.
@@ -191,10 +254,58 @@ fn validate(cfg: &AcpiConfig) -> Result<(), AcpiError> {
             });
         }
     }
+    if let Some(v) = cfg.vmgenid {
+        validate_device_area("VMGenID", v.addr, VMGENID_SIZE, 1)?;
+        validate_gsi("VMGenID", v.gsi)?;
+    }
+    if let Some(v) = cfg.vmclock {
+        // The guest maps the page (into user space too), so it must be a whole page.
+        validate_device_area("VMClock", v.addr, VMCLOCK_SIZE, VMCLOCK_SIZE)?;
+        validate_gsi("VMClock", v.gsi)?;
+    }
+    if let (Some(id), Some(clock)) = (cfg.vmgenid, cfg.vmclock) {
+        if id.addr < clock.addr + VMCLOCK_SIZE && clock.addr < id.addr + VMGENID_SIZE {
+            return Err(AcpiError::DeviceAreasOverlap {
+                vmgenid: id.addr,
+                vmclock: clock.addr,
+            });
+        }
+    }
     Ok(())
 }
 
-/// First-fit allocator over `[ACPI_TABLES_START, RSDP_ADDR)` that writes each table it places.
+/// A device area must be `align`-aligned and lie inside `[SYSTEM_TABLES_END, RSDP_ADDR)`:
+/// that part of system memory is E820-reserved (the guest kernel never hands it out as RAM)
+/// and no table is written there (the device rewrites its area on every restore).
+fn validate_device_area(
+    device: &'static str,
+    addr: u64,
+    len: u64,
+    align: u64,
+) -> Result<(), AcpiError> {
+    let inside = addr >= SYSTEM_TABLES_END
+        && addr.checked_add(len).is_some_and(|end| end <= RSDP_ADDR)
+        && addr % align == 0;
+    if !inside {
+        return Err(AcpiError::InvalidDeviceArea { device, addr, len });
+    }
+    Ok(())
+}
+
+/// A GED line must be one of the I/O APIC's pins: KVM routes nothing else to it.
+fn validate_gsi(device: &'static str, gsi: u32) -> Result<(), AcpiError> {
+    if gsi > LAST_GSI {
+        return Err(AcpiError::InvalidGsi {
+            device,
+            gsi,
+            max: LAST_GSI,
+        });
+    }
+    Ok(())
+}
+
+/// First-fit allocator over `[ACPI_TABLES_START, SYSTEM_TABLES_END)` that writes each table
+/// it places.
 struct TableWriter<'a> {
     mem: &'a GuestMemoryMmap,
     next: u64,
@@ -205,7 +316,7 @@ impl TableWriter<'_> {
     fn write(&mut self, table: &'static str, bytes: &[u8]) -> Result<u64, AcpiError> {
         let addr = self.next.next_multiple_of(TABLE_ALIGN);
         let end = addr + bytes.len() as u64;
-        if end > RSDP_ADDR {
+        if end > SYSTEM_TABLES_END {
             return Err(AcpiError::OutOfSystemMemory {
                 table,
                 size: bytes.len(),

@@ -4,7 +4,8 @@
 //! Follows Firecracker (`arch/x86_64/mod.rs` `configure_system`):
 //! - the command line goes to [`CMDLINE_START`] (at most [`CMDLINE_MAX_SIZE`] bytes with NUL);
 //! - the memory map is [0, [`EBDA_START`]) RAM, the system-memory area
-//!   [[`SYSTEM_MEM_START`], [`RSDP_ADDR`]) reserved (MP and ACPI tables), then RAM from
+//!   [[`SYSTEM_MEM_START`], [`RSDP_ADDR`]) reserved (MP and ACPI tables, the VMGenID ID and
+//!   the VMClock page: the guest must never use them as RAM), then RAM from
 //!   [`HIMEM_START`] to the end of each region (the MMIO hole is left out);
 //! - Linux boot: a zero page at [`ZERO_PAGE_START`], seeded from the bzImage setup header when
 //!   there is one, with boot_flag 0xaa55, `HdrS`, loader type 0xff (undefined), a 16 MiB

@@ -8,7 +8,8 @@
 //! ```text
 //! 0x500 GDT, 0x520 IDT, 0x6000 PVH start info, 0x6040 modlist, 0x7000 zero page / memmap,
 //! 0x8ff0 boot stack, 0x9000/0xa000/0xb000 page tables, 0x20000 command line,
-//! [0x9fc00, 0xe0000) system memory (MP + ACPI, E820 reserved), 0xe0000 RSDP,
+//! [0x9fc00, 0xe0000) system memory (E820 reserved): MP table + ACPI tables from the bottom,
+//!   0xdeff0 VMGenID (16 bytes), 0xdf000 VMClock page; 0xe0000 RSDP,
 //! 1 MiB kernel, [3 GiB, 4 GiB) MMIO hole, RAM resumes at 4 GiB.
 //! ```
 //!
@@ -58,6 +59,21 @@ pub const SYSTEM_MEM_SIZE: u64 = RSDP_ADDR - SYSTEM_MEM_START;
 /// Where the ACPI RSDP sits (the BIOS read-only area Linux scans).
 pub const RSDP_ADDR: u64 = 0xe0000;
 
+/// Size of the VMClock structure's area: one whole page, so that a guest can map it into user
+/// space without exposing anything else.
+pub const VMCLOCK_SIZE: u64 = PAGE_SIZE;
+/// The VMClock page: the last page of system memory (where Firecracker puts it too). Being
+/// inside the E820-reserved system memory, the guest kernel never uses it as RAM.
+pub const VMCLOCK_ADDR: u64 = RSDP_ADDR - VMCLOCK_SIZE;
+/// Size of the VM generation ID: 128 bits.
+pub const VMGENID_SIZE: u64 = 16;
+/// The VM generation ID, right below the VMClock page (outside it, so that mapping the VMClock
+/// page into guest user space never reveals the ID the guest kernel seeds its RNG with).
+pub const VMGENID_ADDR: u64 = VMCLOCK_ADDR - VMGENID_SIZE;
+/// End of the room the MP and ACPI tables may use: VMGenID and VMClock own the rest of system
+/// memory.
+pub const SYSTEM_TABLES_END: u64 = VMGENID_ADDR;
+
 /// Start of the 32-bit MMIO hole (3 GiB): no RAM between here and 4 GiB.
 pub const MMIO32_START: u64 = 0xC000_0000;
 /// Size of the 32-bit MMIO hole.
@@ -82,6 +98,11 @@ pub const IRQ_I8042: u32 = 1;
 pub const FIRST_VIRTIO_GSI: u32 = 5;
 /// Last GSI the I/O APIC has (24 pins).
 pub const LAST_GSI: u32 = 23;
+/// GSI of the ACPI Generic Event Device that tells the guest to re-read VMGenID and VMClock.
+/// The virtio devices own 5..=23, COM1 4, the i8042 1, the PIT 0 and the PIC cascade 2, so
+/// the one ISA line nothing else drives is 3 (COM2's, and squib has no COM2). Like every
+/// squib interrupt it is edge-triggered, active high.
+pub const ACPI_GED_GSI: u32 = 3;
 
 /// I/O APIC MMIO base.
 pub const IOAPIC_ADDR: u64 = 0xFEC0_0000;
@@ -106,6 +127,15 @@ const _: () = assert!(CMDLINE_START + CMDLINE_MAX_SIZE as u64 <= SYSTEM_MEM_STAR
 const _: () = assert!(RSDP_ADDR < HIMEM_START);
 const _: () = assert!(VIRTIO_MMIO_START == BOOT_TIMER_ADDR + BOOT_TIMER_SIZE);
 const _: () = assert!(IRQ_SERIAL < FIRST_VIRTIO_GSI && IRQ_I8042 < FIRST_VIRTIO_GSI);
+// The GED's line is below the virtio range and is none of COM1, the i8042, the PIT (0) or
+// the cascade (2).
+const _: () = assert!(ACPI_GED_GSI < FIRST_VIRTIO_GSI);
+const _: () = assert!(ACPI_GED_GSI != IRQ_SERIAL && ACPI_GED_GSI != IRQ_I8042);
+const _: () = assert!(ACPI_GED_GSI != 0 && ACPI_GED_GSI != 2);
+// VMClock is a whole aligned page, VMGenID sits below it, both inside system memory.
+const _: () = assert!(VMCLOCK_ADDR % PAGE_SIZE == 0 && VMCLOCK_ADDR + VMCLOCK_SIZE <= RSDP_ADDR);
+const _: () = assert!(VMGENID_ADDR + VMGENID_SIZE <= VMCLOCK_ADDR);
+const _: () = assert!(VMGENID_ADDR % 8 == 0 && SYSTEM_TABLES_END > SYSTEM_MEM_START);
 const _: () = assert!(KVM_TSS_ADDRESS > MMIO32_START && KVM_TSS_ADDRESS < RAM_64BIT_START);
 
 #[cfg(test)]
@@ -129,5 +159,15 @@ mod tests {
         let slots = LAST_GSI - FIRST_VIRTIO_GSI + 1;
         assert_eq!(slots, 19);
         assert!(VIRTIO_MMIO_START + u64::from(slots) * VIRTIO_MMIO_SLOT_SIZE < IOAPIC_ADDR);
+    }
+
+    #[test]
+    fn clone_safety_devices_take_the_top_of_system_memory_and_gsi_3() {
+        assert_eq!(VMCLOCK_ADDR, 0xdf000);
+        assert_eq!(VMGENID_ADDR, 0xdeff0);
+        assert_eq!(SYSTEM_TABLES_END, VMGENID_ADDR);
+        assert_eq!(ACPI_GED_GSI, 3);
+        let virtio = FIRST_VIRTIO_GSI..=LAST_GSI;
+        assert!(!virtio.contains(&ACPI_GED_GSI));
     }
 }

@@ -11,6 +11,7 @@
 //! depends on `squib-vmm`.
 #![warn(missing_docs)]
 
+pub mod acpi;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod alloc_counter;
 pub mod bus;

@@ -8,6 +8,9 @@
 //!   Firecracker puts these at the root (`\Vnnn`); under `\_SB` is where ACPI wants devices,
 //!   and Linux enumerates both alike.
 //!
+//! - `_SB_.VGEN`, `_SB_.VCLK` and `_SB_.GED_` when the VM has VMGenID or VMClock (module
+//!   [`clone_devices`](super::clone_devices)).
+//!
 //! Every interrupt is an Extended Interrupt descriptor: consumer, edge-triggered, active high,
 //! exclusive, which is how KVM delivers irqfd interrupts on the legacy GSIs.
 
@@ -53,6 +56,7 @@ pub(super) fn build_dsdt(
     for (index, dev) in cfg.mmio_devices.iter().enumerate() {
         virtio_mmio_aml(&mut body, index, dev)?;
     }
+    super::clone_devices::clone_devices_aml(&mut body, cfg.vmgenid, cfg.vmclock);
     let mut dsdt = Sdt::new(
         *b"DSDT",
         36,

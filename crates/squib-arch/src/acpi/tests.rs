@@ -8,11 +8,11 @@ use crate::mptable::setup_mptable;
 
 const VIRTIO_BASE: u64 = 0xc000_1000;
 
-fn mem() -> GuestMemoryMmap {
+pub(super) fn mem() -> GuestMemoryMmap {
     GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 1 << 30)]).unwrap()
 }
 
-fn devices(n: u32) -> Vec<MmioDeviceInfo> {
+pub(super) fn devices(n: u32) -> Vec<MmioDeviceInfo> {
     (0..n)
         .map(|i| MmioDeviceInfo {
             addr: VIRTIO_BASE + u64::from(i) * 0x1000,
@@ -22,35 +22,37 @@ fn devices(n: u32) -> Vec<MmioDeviceInfo> {
         .collect()
 }
 
-fn cfg(vcpu_count: u8, mmio_devices: &[MmioDeviceInfo]) -> AcpiConfig<'_> {
+pub(super) fn cfg(vcpu_count: u8, mmio_devices: &[MmioDeviceInfo]) -> AcpiConfig<'_> {
     AcpiConfig {
         vcpu_count,
         mmio_devices,
         serial: true,
         i8042: true,
+        vmgenid: None,
+        vmclock: None,
     }
 }
 
-fn read(mem: &GuestMemoryMmap, addr: u64, len: usize) -> Vec<u8> {
+pub(super) fn read(mem: &GuestMemoryMmap, addr: u64, len: usize) -> Vec<u8> {
     let mut buf = vec![0; len];
     mem.read_slice(&mut buf, GuestAddress(addr)).unwrap();
     buf
 }
 
-fn u32_at(b: &[u8], off: usize) -> u32 {
+pub(super) fn u32_at(b: &[u8], off: usize) -> u32 {
     u32::from_le_bytes(b[off..off + 4].try_into().unwrap())
 }
 
-fn u64_at(b: &[u8], off: usize) -> u64 {
+pub(super) fn u64_at(b: &[u8], off: usize) -> u64 {
     u64::from_le_bytes(b[off..off + 8].try_into().unwrap())
 }
 
-fn sum(b: &[u8]) -> u8 {
+pub(super) fn sum(b: &[u8]) -> u8 {
     b.iter().fold(0u8, |acc, x| acc.wrapping_add(*x))
 }
 
 /// A whole table (the length comes from its header), checked to sum to zero.
-fn table_at(mem: &GuestMemoryMmap, addr: u64) -> Vec<u8> {
+pub(super) fn table_at(mem: &GuestMemoryMmap, addr: u64) -> Vec<u8> {
     let len = u32_at(&read(mem, addr, 8), 4);
     let table = read(mem, addr, len as usize);
     assert_eq!(sum(&table), 0, "table {:?} at {addr:#x}", &table[0..4]);
@@ -58,14 +60,14 @@ fn table_at(mem: &GuestMemoryMmap, addr: u64) -> Vec<u8> {
 }
 
 /// The tables a kernel reaches from the RSDP: (address, bytes) of XSDT, FADT, MADT, DSDT.
-struct Tables {
-    xsdt: (u64, Vec<u8>),
-    fadt: (u64, Vec<u8>),
-    madt: (u64, Vec<u8>),
-    dsdt: (u64, Vec<u8>),
+pub(super) struct Tables {
+    pub(super) xsdt: (u64, Vec<u8>),
+    pub(super) fadt: (u64, Vec<u8>),
+    pub(super) madt: (u64, Vec<u8>),
+    pub(super) dsdt: (u64, Vec<u8>),
 }
 
-fn walk(mem: &GuestMemoryMmap, rsdp: GuestAddress) -> Tables {
+pub(super) fn walk(mem: &GuestMemoryMmap, rsdp: GuestAddress) -> Tables {
     let rsdp = read(mem, rsdp.0, 36);
     let xsdt_addr = u64_at(&rsdp, 24);
     let xsdt = table_at(mem, xsdt_addr);
@@ -95,7 +97,7 @@ fn mmio_resources(aml: &[u8]) -> Vec<(u32, u32, u32)> {
     found
 }
 
-fn count(haystack: &[u8], needle: &[u8]) -> usize {
+pub(super) fn count(haystack: &[u8], needle: &[u8]) -> usize {
     haystack
         .windows(needle.len())
         .filter(|w| *w == needle)
@@ -299,7 +301,7 @@ fn too_many_devices_for_system_memory_is_an_error_not_an_overflow() {
     // Each device costs ~80 bytes of AML: 1000 of them still fit, so shrink the room instead.
     let mut writer = TableWriter {
         mem: &mem,
-        next: RSDP_ADDR - 16,
+        next: SYSTEM_TABLES_END - 16,
     };
     let err = writer.write("XSDT", &[0; 36]).unwrap_err();
     assert!(matches!(

@@ -3,7 +3,9 @@
 use linux_loader::bootparam::setup_header;
 
 use super::*;
-use crate::layout::RSDP_ADDR;
+use crate::layout::{
+    RSDP_ADDR, SYSTEM_TABLES_END, VMCLOCK_ADDR, VMCLOCK_SIZE, VMGENID_ADDR, VMGENID_SIZE,
+};
 
 const MIB: usize = 1 << 20;
 
@@ -206,4 +208,68 @@ fn memory_too_small_for_the_boot_structures_is_an_error() {
         configure_system(&mem, &config(&k, &c)),
         Err(BootError::CmdlineWrite(_))
     ));
+}
+
+/// Whether `[addr, addr + len)` lies inside one entry of `kind` and touches no RAM entry.
+fn only_in(map: &[MemoryMapEntry], kind: u32, addr: u64, len: u64) -> bool {
+    let end = addr + len;
+    let inside = map
+        .iter()
+        .any(|e| e.kind == kind && e.addr <= addr && end <= e.addr + e.size);
+    let touches_ram = map
+        .iter()
+        .any(|e| e.kind == E820_RAM && e.addr < end && addr < e.addr + e.size);
+    inside && !touches_ram
+}
+
+#[test]
+fn tables_vmgenid_and_vmclock_are_reserved_in_both_memory_maps() {
+    let areas = [
+        (SYSTEM_MEM_START, SYSTEM_TABLES_END - SYSTEM_MEM_START),
+        (VMGENID_ADDR, VMGENID_SIZE),
+        (VMCLOCK_ADDR, VMCLOCK_SIZE),
+    ];
+    let mem = mem(128 * MIB);
+    for (addr, len) in areas {
+        assert!(
+            only_in(&memory_map(&mem), E820_RESERVED, addr, len),
+            "{addr:#x}+{len:#x}"
+        );
+    }
+
+    // What the kernel actually receives: the zero page's E820 table...
+    let k = kernel(BootProtocol::LinuxBoot, None);
+    let c = cmdline("x");
+    configure_system(&mem, &config(&k, &c)).unwrap();
+    let p: boot_params = mem.read_obj(GuestAddress(ZERO_PAGE_START)).unwrap();
+    let e820 = p.e820_table;
+    let zero_page_map: Vec<MemoryMapEntry> = e820[..usize::from(p.e820_entries)]
+        .iter()
+        .map(|e| MemoryMapEntry {
+            addr: e.addr,
+            size: e.size,
+            kind: e.r#type,
+        })
+        .collect();
+    // ...and the PVH memory map.
+    let k = kernel(BootProtocol::Pvh, None);
+    configure_system(&mem, &config(&k, &c)).unwrap();
+    let info: hvm_start_info = mem.read_obj(GuestAddress(PVH_INFO_START)).unwrap();
+    let pvh_map: Vec<MemoryMapEntry> = (0..u64::from(info.memmap_entries))
+        .map(|i| {
+            let e: hvm_memmap_table_entry = mem
+                .read_obj(GuestAddress(info.memmap_paddr + 24 * i))
+                .unwrap();
+            MemoryMapEntry {
+                addr: e.addr,
+                size: e.size,
+                kind: e.type_,
+            }
+        })
+        .collect();
+    for map in [&zero_page_map, &pvh_map] {
+        for (addr, len) in areas {
+            assert!(only_in(map, E820_RESERVED, addr, len), "{addr:#x}+{len:#x}");
+        }
+    }
 }

@@ -128,6 +128,8 @@ pub fn build_microvm(
             mmio_devices: &devices.mmio_devices,
             serial: true,
             i8042: true,
+            vmgenid: None,
+            vmclock: None,
         },
     )?;
     configure_system(
