@@ -10,6 +10,9 @@ use crate::vstate::vm::VmError;
 /// One variant per build step that can fail.
 #[derive(Debug, thiserror::Error)]
 pub enum StartMicrovmError {
+    /// VMGenID or VMClock could not be set up.
+    #[error("Cannot set up the VMGenID and VMClock devices: {0}")]
+    CloneDevices(#[source] crate::device_manager::CloneDevicesError),
     /// No `PUT /boot-source` yet.
     #[error("Cannot start microvm without kernel configuration.")]
     MissingKernel,

@@ -29,7 +29,9 @@ use squib_devices::virtio::vsock::Vsock;
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::device_manager::{DeviceManager, LegacyDevices, SharedI8042, SharedSerial};
+use crate::device_manager::{
+    CloneDevices, DeviceManager, LegacyDevices, SharedI8042, SharedSerial,
+};
 use crate::host_file::{open_host_file, OpenSpec};
 use crate::limiter_config::build_rate_limiter;
 use crate::net::MmdsShared;
@@ -81,6 +83,8 @@ pub struct RunningVm {
     pub entropy: Option<Arc<Mutex<Entropy>>>,
     /// Every virtio-mmio transport, in attach order (the devices above sit behind them).
     pub transports: Vec<Arc<Mutex<MmioTransport>>>,
+    /// VMGenID and VMClock.
+    pub clone_devices: CloneDevices,
     /// The kernel command line the guest got (empty for a restored VM).
     pub cmdline: String,
     /// The userfaultfd and handler connection serving a restored VM's memory: they must live
@@ -119,6 +123,7 @@ pub fn build_microvm(
     let mut subscribers: Vec<Subscriber> = Vec::new();
     let attached = attach_devices(&mut devices, &vm, &mem, resources, &ctx, &mut subscribers)?;
 
+    let clone_devices = CloneDevices::attach(&vm, &mem).map_err(StartMicrovmError::CloneDevices)?;
     let cmdline = build_cmdline(resources, &devices)?;
     setup_mptable(&mem, machine.vcpu_count)?;
     let rsdp = create_acpi_tables(
@@ -128,8 +133,8 @@ pub fn build_microvm(
             mmio_devices: &devices.mmio_devices,
             serial: true,
             i8042: true,
-            vmgenid: None,
-            vmclock: None,
+            vmgenid: Some(clone_devices.vmgenid_info()),
+            vmclock: Some(clone_devices.vmclock_info()),
         },
     )?;
     configure_system(
@@ -154,6 +159,7 @@ pub fn build_microvm(
         mem,
         devices,
         attached,
+        clone_devices,
         subscribers,
         cmdline,
         state_caps,
@@ -167,6 +173,7 @@ pub(crate) struct VmParts {
     pub(crate) mem: GuestMemoryMmap,
     pub(crate) devices: DeviceManager,
     pub(crate) attached: AttachedDevices,
+    pub(crate) clone_devices: CloneDevices,
     pub(crate) subscribers: Vec<Subscriber>,
     pub(crate) cmdline: String,
     /// What each vCPU thread needs to save its state.
@@ -195,6 +202,7 @@ pub(crate) fn run_vm(
         mem,
         devices,
         attached,
+        clone_devices,
         subscribers,
         cmdline,
         state_caps,
@@ -224,6 +232,7 @@ pub(crate) fn run_vm(
         vsock: attached.vsock,
         entropy: attached.entropy,
         transports: devices.mmio_transports,
+        clone_devices,
         cmdline,
         uffd: None,
     })

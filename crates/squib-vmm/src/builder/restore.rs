@@ -11,7 +11,7 @@ use vm_memory::GuestMemoryMmap;
 
 use super::{attach_devices, run_vm, BuildContext, RunningVm, StartMicrovmError, Subscriber};
 use super::{VcpuStart, VmParts};
-use crate::device_manager::DeviceManager;
+use crate::device_manager::{CloneDevices, DeviceManager};
 use crate::resources::VmResources;
 use crate::snapshot::MicrovmState;
 use crate::vstate::vcpu_state::{restore_vcpu, VcpuStateCaps, VcpuStateError};
@@ -74,6 +74,9 @@ pub fn restore_microvm(
     let vcpu_fds = restore_vcpus(&vm, &state_caps, state)?;
     vm.restore_state(&state.vm, ctx.clock_realtime)
         .map_err(RestoreMicrovmError::VmState)?;
+    // A new generation ID, announced once the irqchip is back and before any vCPU runs.
+    let clone_devices = CloneDevices::restore(&vm, &mem, &state.clone_devices)
+        .map_err(|e| RestoreMicrovmError::Devices(e.to_string()))?;
 
     let mut devices = DeviceManager::new();
     let mut subscribers: Vec<Subscriber> = Vec::new();
@@ -84,6 +87,7 @@ pub fn restore_microvm(
         mem,
         devices,
         attached,
+        clone_devices,
         subscribers,
         cmdline: String::new(),
         state_caps,

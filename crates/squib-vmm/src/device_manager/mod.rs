@@ -5,9 +5,11 @@
 //! Addresses and GSIs are handed out in attach order, which is Firecracker's order:
 //! boot timer, balloon, block (root first), net, pmem, vsock, entropy.
 
+mod acpi;
 mod legacy;
 mod mmio;
 
+pub use acpi::{CloneDevices, CloneDevicesError, CloneDevicesState};
 pub use legacy::{LegacyDevices, LegacyError, SharedI8042, SharedSerial};
 pub use mmio::MmioError;
 

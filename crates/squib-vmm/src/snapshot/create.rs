@@ -85,5 +85,6 @@ fn microvm_state(vm: &RunningVm, config_json: String) -> Result<MicrovmState, Ac
         serial,
         i8042,
         virtio,
+        clone_devices: vm.clone_devices.state(),
     })
 }

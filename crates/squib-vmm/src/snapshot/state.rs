@@ -5,6 +5,7 @@ use squib_devices::legacy::i8042::I8042DeviceState;
 use squib_devices::legacy::serial::SerialDeviceState;
 use squib_devices::virtio::mmio::MmioTransportState;
 
+use crate::device_manager::CloneDevicesState;
 use crate::vstate::vcpu_state::VcpuState;
 use crate::vstate::vm_state::VmState;
 
@@ -36,4 +37,6 @@ pub struct MicrovmState {
     pub i8042: I8042DeviceState,
     /// Every virtio-mmio slot, in attach order.
     pub virtio: Vec<MmioTransportState>,
+    /// VMGenID and VMClock (a restore gives them new values).
+    pub clone_devices: CloneDevicesState,
 }
