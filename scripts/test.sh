@@ -43,6 +43,12 @@ if ! command -v ip >/dev/null; then
     apt-get install -y -q --no-install-recommends iproute2 ||
         { apt-get update -q && apt-get install -y -q --no-install-recommends iproute2; }
 fi
+# The ACPI tests disassemble squib's DSDT with ACPICA's iasl.
+if ! command -v iasl >/dev/null; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -q --no-install-recommends acpica-tools ||
+        { apt-get update -q && apt-get install -y -q --no-install-recommends acpica-tools; }
+fi
 shellcheck scripts/*.sh scripts/guest/*.sh scripts/bench/*.sh .ci/run
 shellcheck -s sh scripts/guest/init
 scripts/guest/test-init.sh

@@ -237,17 +237,10 @@ fn overlapping_devices_and_bad_gsis_are_refused() {
     ));
 }
 
-/// Disassembles the DSDT with ACPICA's `iasl` when it is installed (Debian `acpica-tools`).
+/// Disassembles the DSDT with ACPICA's `iasl` (Debian `acpica-tools`).
 #[test]
 fn iasl_disassembles_the_clone_devices() {
-    if std::process::Command::new("iasl")
-        .arg("-v")
-        .output()
-        .is_err()
-    {
-        eprintln!("iasl not installed: skipping");
-        return;
-    }
+    crate::acpi::tests::require_iasl();
     let clock = VmClockInfo { gsi: 7, ..VMCLOCK };
     let aml = dsdt_aml(Some(VMGENID), Some(clock));
     let mem = mem();

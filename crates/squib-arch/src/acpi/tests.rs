@@ -315,14 +315,23 @@ fn too_many_devices_for_system_memory_is_an_error_not_an_overflow() {
     create_acpi_tables(&mem, &cfg(254, &devs)).unwrap();
 }
 
-/// Disassembles the DSDT with ACPICA's `iasl` when it is installed (Debian `acpica-tools`).
+/// Fails with what to install when ACPICA's `iasl` is missing (`scripts/test.sh` installs it):
+/// a disassembly test must not pass without disassembling.
+pub(super) fn require_iasl() {
+    let found = std::process::Command::new("iasl")
+        .arg("-v")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found,
+        "iasl is missing: install Debian's acpica-tools (scripts/test.sh does)"
+    );
+}
+
+/// Disassembles the DSDT with ACPICA's `iasl` (Debian `acpica-tools`).
 #[test]
 fn iasl_disassembles_the_dsdt() {
-    let Ok(status) = std::process::Command::new("iasl").arg("-v").output() else {
-        eprintln!("iasl not installed: skipping");
-        return;
-    };
-    assert!(status.status.success());
+    require_iasl();
     let mem = mem();
     let devs = devices(2);
     let t = walk(&mem, create_acpi_tables(&mem, &cfg(2, &devs)).unwrap());
