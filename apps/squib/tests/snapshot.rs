@@ -165,6 +165,62 @@ fn full_snapshot_resumes_in_new_processes() {
         "the file the guest wrote before the snapshot is on its disk"
     );
     restore_through_uffd(&files, &tag, last);
+    bad_loads_of_a_good_snapshot_fail_cleanly(&files);
+}
+
+/// Loads of this valid snapshot that must fail: each gets a 400 naming the problem, then the
+/// process exits 1 (a failed load is fatal).
+fn bad_loads_of_a_good_snapshot_fail_cleanly(files: &SnapshotFiles) {
+    let short = files.memory.with_file_name("short.mem");
+    fs::copy(&files.memory, &short).expect("copy the memory file");
+    fs::File::options()
+        .write(true)
+        .open(&short)
+        .and_then(|f| f.set_len(64 << 20))
+        .expect("truncate the copy");
+    let state = files.state.display().to_string();
+    let file_backend =
+        |path: &Path| json!({ "backend_type": "File", "backend_path": path.display().to_string() });
+    let cases = [
+        (
+            json!({ "snapshot_path": state, "mem_backend": file_backend(&short) }),
+            "Total sum of memory regions exceeds largest possible file offset",
+        ),
+        (
+            json!({
+                "snapshot_path": state,
+                "mem_backend": { "backend_type": "Uffd", "backend_path": files.state.with_file_name("nobody.sock").display().to_string() },
+            }),
+            "Failed to connect to UDS Unix stream",
+        ),
+        (
+            json!({
+                "snapshot_path": state,
+                "mem_backend": file_backend(&files.memory),
+                "network_overrides": [{ "iface_id": "eth9", "host_dev_name": CLONE_TAP }],
+            }),
+            "Unknown Network Device.",
+        ),
+    ];
+    for (load, expected) in cases {
+        let mut squib = Squib::with_api("snap-bad-load", &[]);
+        let (status, body) = squib.api().put("/snapshot/load", &load);
+        assert_eq!(status, 400, "{load}: {body}");
+        let message = json(&body)["fault_message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(
+            message.starts_with("Load snapshot error: ") && message.contains(expected),
+            "{load}: {message}"
+        );
+        let status = squib.wait_exit(Duration::from_secs(30));
+        assert_eq!(
+            status.code(),
+            Some(1),
+            "{load}: a failed load ends the process"
+        );
+    }
 }
 
 /// Boots the guest, checks that a running VM cannot be snapshotted, pauses it, takes a Full
