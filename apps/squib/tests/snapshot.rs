@@ -254,6 +254,11 @@ fn boot_and_snapshot(kit: &GuestKit, rootfs: &Path, tag: &str, files: &SnapshotF
             "is_read_only": false,
         }),
     );
+    put_ok(
+        &squib,
+        "/network-interfaces/eth0",
+        &json!({ "iface_id": "eth0", "host_dev_name": ORIGIN_TAP, "guest_mac": "06:00:ac:10:07:02" }),
+    );
     put_ok(&squib, "/entropy", &json!({}));
     put_ok(
         &squib,
