@@ -40,10 +40,11 @@ use acpi_tables::madt::{
 use acpi_tables::rsdp::Rsdp;
 use acpi_tables::xsdt::XSDT;
 use acpi_tables::Aml;
-use vm_memory::{Bytes, GuestAddress, GuestMemoryError, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryError};
 
 use crate::layout::{APIC_ADDR, IOAPIC_ADDR, LAST_GSI, VMCLOCK_SIZE, VMGENID_SIZE};
 pub use crate::layout::{RSDP_ADDR, SYSTEM_TABLES_END};
+use crate::memory::GuestMemoryMmap;
 use crate::mptable::{MPTABLE_MAX_SIZE, MPTABLE_START};
 
 /// First byte available to the ACPI tables (right after the MP table's reservation).

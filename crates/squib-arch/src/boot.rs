@@ -24,8 +24,7 @@ use linux_loader::loader::elf::start_info::{
 };
 use linux_loader::loader::load_cmdline;
 use vm_memory::{
-    ByteValued, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryError, GuestMemoryMmap,
-    GuestMemoryRegion,
+    ByteValued, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryError, GuestMemoryRegion,
 };
 
 use crate::kernel::{BootProtocol, InitrdConfig, LoadedKernel};
@@ -33,6 +32,7 @@ use crate::layout::{
     CMDLINE_MAX_SIZE, CMDLINE_START, EBDA_START, HIMEM_START, MEMMAP_START, MODLIST_START,
     PVH_INFO_START, SYSTEM_MEM_SIZE, SYSTEM_MEM_START, ZERO_PAGE_START,
 };
+use crate::memory::GuestMemoryMmap;
 
 /// E820 / PVH memory map type: usable RAM.
 pub const E820_RAM: u32 = 1;

@@ -21,11 +21,10 @@ use linux_loader::bootparam::setup_header;
 use linux_loader::loader::bzimage::BzImage;
 use linux_loader::loader::elf::{Elf, Error as ElfError, PvhBootCapability};
 use linux_loader::loader::{Error as LoaderError, KernelLoader, KernelLoaderResult};
-use vm_memory::{
-    Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion, ReadVolatile,
-};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion, ReadVolatile};
 
 use crate::layout::{HIMEM_START, MMIO32_START, PAGE_SIZE};
+use crate::memory::GuestMemoryMmap;
 
 /// Lowest bzImage boot protocol accepted (2.12: `xloadflags`, 64-bit entry).
 pub const MIN_BZIMAGE_PROTOCOL: u16 = 0x020c;

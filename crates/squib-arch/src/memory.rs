@@ -13,19 +13,41 @@
 //! cache), or creates empty anonymous regions ([`create_guest_memory_for_uffd`]) that a
 //! userfaultfd page-fault handler fills on demand.
 //!
+//! Every region carries a [`GuestBitmap`]: one bit per 4 KiB page, set by each write the VMM
+//! makes through vm-memory (device data, used rings, the boot loaders). KVM's dirty log sees
+//! only the guest's own writes, so a Diff snapshot needs both (see `squib-vmm`'s snapshot
+//! module). The bitmap is always there, whether dirty pages are tracked or not, so the whole
+//! VMM has one guest memory type: [`GuestMemoryMmap`].
+//!
 //! Not modelled yet: Firecracker's 64-bit MMIO window at 256 GiB (only used with PCI), so a
 //! guest larger than 255 GiB is refused rather than laid across it.
 
 use std::fs::File;
 use std::io;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 
+use vm_memory::bitmap::AtomicBitmap;
 use vm_memory::mmap::{MmapRegionBuilder, MmapRegionError};
-use vm_memory::{
-    FileOffset, GuestAddress, GuestMemoryMmap, GuestRegionCollectionError, GuestRegionMmap,
-};
+use vm_memory::{FileOffset, GuestAddress, GuestRegionCollectionError};
 
 use crate::layout::{MMIO32_START, PAGE_SIZE, RAM_64BIT_START};
+
+/// The dirty-page bitmap of a guest memory region: bit `i` covers bytes
+/// `[i * 4096, (i + 1) * 4096)` of the region, the same pages as bit `i` of the KVM dirty log
+/// of the region's memory slot.
+pub type GuestBitmap = AtomicBitmap;
+
+/// One region of guest memory, with its [`GuestBitmap`].
+pub type GuestRegionMmap = vm_memory::GuestRegionMmap<GuestBitmap>;
+
+/// Guest memory as the whole VMM uses it: mmap-backed regions, each with a [`GuestBitmap`]
+/// that records the pages the VMM writes.
+pub type GuestMemoryMmap = vm_memory::GuestMemoryMmap<GuestBitmap>;
+
+/// The page size of the [`GuestBitmap`]: KVM logs dirty memory in 4 KiB pages whatever backs
+/// it, hugetlbfs included, and the two must line up bit for bit.
+pub const DIRTY_PAGE_SIZE: usize = PAGE_SIZE as usize;
 
 /// Largest guest RAM accepted: everything must fit below Firecracker's 64-bit MMIO window
 /// at 256 GiB, after the 1 GiB hole at 3 GiB.
@@ -284,7 +306,7 @@ fn map_region(
     if hugetlbfs {
         flags |= libc::MAP_HUGETLB | libc::MAP_HUGE_2MB;
     }
-    let mut builder = MmapRegionBuilder::new(size)
+    let mut builder = MmapRegionBuilder::new_with_bitmap(size, dirty_bitmap(size))
         .with_mmap_prot(libc::PROT_READ | libc::PROT_WRITE)
         .with_mmap_flags(flags)
         .with_hugetlbfs(hugetlbfs);
@@ -301,6 +323,14 @@ fn map_region(
         advise_transparent_huge_pages(mapping.as_ptr(), size);
     }
     GuestRegionMmap::new(mapping, addr).ok_or(MemoryError::RegionOverflow { addr: addr.0, size })
+}
+
+/// A clear bitmap for a region of `size` bytes. Built explicitly: vm-memory's default
+/// `AtomicBitmap` has no bits at all, and silently ignores every page marked in it.
+fn dirty_bitmap(size: usize) -> GuestBitmap {
+    // Evaluated at compile time: the page size is a non-zero constant.
+    const PAGE: NonZeroUsize = NonZeroUsize::new(DIRTY_PAGE_SIZE).unwrap();
+    AtomicBitmap::new(size, PAGE)
 }
 
 /// Ask for transparent huge pages. Only a hint: if the host has them disabled the guest still

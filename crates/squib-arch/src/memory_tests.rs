@@ -2,6 +2,8 @@
 
 use std::io::Write;
 
+use vm_memory::bitmap::Bitmap;
+use vm_memory::mmap::MmapRegion;
 use vm_memory::{Bytes, GuestMemoryBackend, GuestMemoryRegion};
 
 use super::*;
@@ -228,4 +230,69 @@ fn uffd_memory_can_be_hugetlbfs_without_reserving_it() {
     let region = mem.find_region(GuestAddress(0)).unwrap();
     assert_eq!(region.is_hugetlbfs(), Some(true));
     assert_ne!(region.flags() & libc::MAP_HUGETLB, 0);
+}
+
+/// The pages of every region whose bitmap bit is set, as (region index, page index).
+fn dirty_pages(mem: &GuestMemoryMmap) -> Vec<(usize, usize)> {
+    mem.iter()
+        .enumerate()
+        .flat_map(|(index, region)| {
+            let pages = region.len() as usize / DIRTY_PAGE_SIZE;
+            let bitmap = MmapRegion::bitmap(region);
+            (0..pages)
+                .filter(move |&page| bitmap.dirty_at(page * DIRTY_PAGE_SIZE))
+                .map(move |page| (index, page))
+        })
+        .collect()
+}
+
+/// Every constructor's memory records VMM writes, page by page, region by region; a write
+/// across a page boundary dirties both pages.
+fn assert_writes_are_tracked(mem: &GuestMemoryMmap, second_region: u64) {
+    assert_eq!(dirty_pages(mem), []);
+    mem.write_obj(1u8, GuestAddress(0x2fff)).unwrap();
+    mem.write_obj(0u32, GuestAddress(0x4ffe)).unwrap();
+    mem.write_obj(1u8, GuestAddress(second_region + 0x1000))
+        .unwrap();
+    assert_eq!(dirty_pages(mem), [(0, 2), (0, 4), (0, 5), (1, 1)]);
+    // Reading is not a change.
+    mem.read_obj::<u64>(GuestAddress(0x7000)).unwrap();
+    assert_eq!(dirty_pages(mem).len(), 4);
+}
+
+#[test]
+fn boot_memory_tracks_vmm_writes_per_4k_page() {
+    let mem = create_guest_memory(4096).unwrap();
+    assert_writes_are_tracked(&mem, RAM_64BIT_START);
+    for region in mem.iter() {
+        let pages = region.len() as usize / DIRTY_PAGE_SIZE;
+        assert_eq!(
+            MmapRegion::bitmap(region).len(),
+            pages,
+            "one bit per 4 KiB page"
+        );
+    }
+}
+
+#[test]
+fn restored_memory_tracks_vmm_writes_but_starts_clean() {
+    let file = pattern_file(REGIONS_BYTES);
+    let from_file =
+        create_guest_memory_from_file(&REGIONS, file.as_file(), HugePageMode::None).unwrap();
+    assert_writes_are_tracked(&from_file, 1 << 20);
+    let for_uffd = create_guest_memory_for_uffd(&REGIONS, HugePageMode::None).unwrap();
+    assert_writes_are_tracked(&for_uffd, 1 << 20);
+}
+
+#[test]
+fn hugetlbfs_memory_still_tracks_4k_pages() {
+    // KVM logs 4 KiB pages whatever backs them; the bitmap must count the same pages.
+    let mem =
+        create_guest_memory_for_uffd(&[(GuestAddress(0), 4 << 20)], HugePageMode::Hugetlbfs2M)
+            .unwrap();
+    let region = mem.find_region(GuestAddress(0)).unwrap();
+    assert_eq!(
+        MmapRegion::bitmap(region).len(),
+        (4 << 20) / DIRTY_PAGE_SIZE
+    );
 }

@@ -16,9 +16,10 @@
 //! The entries are serialised field by field in little-endian order (no `unsafe`
 //! `ByteValued` casts); each entry's length is fixed by the MP spec and pinned by a test.
 
-use vm_memory::{Bytes, GuestAddress, GuestMemoryError, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryError};
 
 use crate::layout::{APIC_ADDR, IOAPIC_ADDR, LAST_GSI, SYSTEM_MEM_START};
+use crate::memory::GuestMemoryMmap;
 
 /// Where the MP floating pointer goes: the first byte of the reserved system-memory area.
 pub const MPTABLE_START: u64 = SYSTEM_MEM_START;
@@ -261,7 +262,7 @@ mod tests {
     use super::*;
 
     fn mem() -> GuestMemoryMmap {
-        GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap()
+        GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap()
     }
 
     fn sum(data: &[u8]) -> u8 {
@@ -390,7 +391,7 @@ mod tests {
 
     #[test]
     fn write_outside_guest_memory_is_an_error() {
-        let small = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x1000)]).unwrap();
+        let small = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x1000)]).unwrap();
         let err = setup_mptable(&small, 1).unwrap_err();
         assert!(matches!(
             err,

@@ -21,13 +21,14 @@ pub mod gdt;
 
 use kvm_bindings::{kvm_fpu, kvm_lapic_state, kvm_msr_entry, kvm_regs, kvm_sregs, Msrs};
 use kvm_ioctls::VcpuFd;
-use vm_memory::{Bytes, GuestAddress, GuestMemoryError, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryError};
 
 use crate::kernel::{BootProtocol, LoadedKernel};
 use crate::layout::{
     BOOT_GDT_START, BOOT_IDT_START, BOOT_STACK_POINTER, PDE_START, PDPTE_START, PML4_START,
     PVH_INFO_START, ZERO_PAGE_START,
 };
+use crate::memory::GuestMemoryMmap;
 use gdt::{gdt_table, segment_from_gdt, CODE_INDEX, DATA_INDEX, TSS_INDEX};
 
 const X86_CR0_PE: u64 = 1 << 0;

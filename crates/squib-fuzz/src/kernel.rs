@@ -8,7 +8,8 @@
 use std::io::Cursor;
 
 use squib_arch::kernel::{load_initrd, load_initrd_above, load_kernel};
-use vm_memory::{GuestAddress, GuestMemoryMmap};
+use squib_arch::memory::GuestMemoryMmap;
+use vm_memory::GuestAddress;
 
 use crate::Input;
 
@@ -21,7 +22,7 @@ pub fn kernel_loader(data: &[u8]) {
     let mode = input.u8() % 3;
     let floor = if mode == 2 { u64::from(input.u32()) } else { 0 };
     let image = input.rest();
-    let Ok(mem) = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), MEM_SIZE)]) else {
+    let Ok(mem) = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM_SIZE)]) else {
         return;
     };
     match mode {

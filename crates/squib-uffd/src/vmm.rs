@@ -7,6 +7,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 
+use vm_memory::bitmap::Bitmap;
 use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion, GuestRegionMmap};
 use vmm_sys_util::sock_ctrl_msg::ScmSocket;
 
@@ -49,8 +50,13 @@ impl UffdHandoff {
 /// (`SCM_RIGHTS`). Each region's `offset` is where its contents lie in the snapshot memory
 /// file: the regions back to back in guest-address order.
 ///
-/// From the moment this returns, touching guest memory waits for the handler.
-pub fn hand_off(mem: &GuestMemoryMmap, socket_path: &Path) -> Result<UffdHandoff, UffdError> {
+/// From the moment this returns, touching guest memory waits for the handler. Any dirty-page
+/// bitmap `B` the regions carry is left alone: pages the handler fills hold what the memory
+/// file holds, so they are not changes.
+pub fn hand_off<B: Bitmap>(
+    mem: &GuestMemoryMmap<B>,
+    socket_path: &Path,
+) -> Result<UffdHandoff, UffdError> {
     let uffd = Uffd::new().map_err(UffdError::Create)?;
     uffd.api(UFFD_FEATURE_EVENT_REMOVE)
         .map_err(UffdError::Create)?;
@@ -82,8 +88,8 @@ pub fn hand_off(mem: &GuestMemoryMmap, socket_path: &Path) -> Result<UffdHandoff
 }
 
 /// The description of `region`, whose contents are at `offset` in the memory file.
-fn describe_region(
-    region: &GuestRegionMmap,
+fn describe_region<B: Bitmap>(
+    region: &GuestRegionMmap<B>,
     offset: u64,
 ) -> Result<GuestRegionUffdMapping, UffdError> {
     let page_size = region_page_size(region).map_err(UffdError::Register)?;
@@ -117,7 +123,7 @@ fn register(uffd: &Uffd, mapping: &GuestRegionUffdMapping) -> Result<(), UffdErr
 /// The page size backing `region`: the host's base page, or for hugetlbfs memory the size its
 /// mmap flags asked for. hugetlbfs memory mapped without an explicit size has the host's
 /// default huge page size, which this does not guess.
-fn region_page_size(region: &GuestRegionMmap) -> io::Result<u64> {
+fn region_page_size<B: Bitmap>(region: &GuestRegionMmap<B>) -> io::Result<u64> {
     let flags = region.flags();
     if flags & libc::MAP_HUGETLB == 0 {
         return Ok(host_page_size());
@@ -138,6 +144,7 @@ fn region_page_size(region: &GuestRegionMmap) -> io::Result<u64> {
 mod tests {
     use std::os::unix::net::UnixListener;
 
+    use squib_arch::memory::GuestMemoryMmap;
     use vm_memory::GuestAddress;
 
     use super::*;

@@ -11,11 +11,11 @@ use std::sync::mpsc;
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use squib_arch::memory::{create_guest_memory_for_uffd, HugePageMode};
+use squib_arch::memory::{create_guest_memory_for_uffd, GuestMemoryMmap, HugePageMode};
 use squib_uffd::{
     hand_off, receive_handoff, FaultMode, HandlerError, PageServer, ServeStats, UffdHandoff,
 };
-use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
 use vmm_sys_util::sock_ctrl_msg::ScmSocket;
 
 const PAGE: usize = 4096;

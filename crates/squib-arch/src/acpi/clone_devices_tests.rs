@@ -2,11 +2,10 @@
 //! [`create_acpi_tables`] and read back from guest memory (so the DSDT checksum is checked
 //! too), plus the configurations the tables refuse.
 
-use vm_memory::GuestMemoryMmap;
-
 use super::super::tests::{cfg, count, mem, walk};
 use super::super::{create_acpi_tables, AcpiConfig, AcpiError, VmClockInfo, VmGenIdInfo};
 use crate::layout::{ACPI_GED_GSI, SYSTEM_TABLES_END, VMCLOCK_ADDR, VMGENID_ADDR};
+use crate::memory::GuestMemoryMmap;
 
 const VMGENID: VmGenIdInfo = VmGenIdInfo {
     addr: VMGENID_ADDR,

@@ -1,15 +1,16 @@
 //! Tests for the ACPI tables: they are built into real guest memory and read back the way a
 //! kernel walks them (RSDP -> XSDT -> FADT -> DSDT, XSDT -> MADT).
 
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress};
 
 use super::*;
+use crate::memory::GuestMemoryMmap;
 use crate::mptable::setup_mptable;
 
 const VIRTIO_BASE: u64 = 0xc000_1000;
 
 pub(super) fn mem() -> GuestMemoryMmap {
-    GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 1 << 30)]).unwrap()
+    GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 30)]).unwrap()
 }
 
 pub(super) fn devices(n: u32) -> Vec<MmioDeviceInfo> {
@@ -279,7 +280,7 @@ fn rejects_what_the_tables_cannot_describe() {
 
 #[test]
 fn error_messages_name_the_table_and_address() {
-    let small = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x9f000)]).unwrap();
+    let small = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x9f000)]).unwrap();
     let err = create_acpi_tables(&small, &cfg(1, &[])).unwrap_err();
     assert_eq!(
         err.to_string(),

@@ -16,7 +16,8 @@
 pub mod vmclock;
 pub mod vmgenid;
 
-use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryError, GuestMemoryMmap};
+use squib_arch::memory::GuestMemoryMmap;
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryError};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 /// Errors creating, restoring or signalling an ACPI device.

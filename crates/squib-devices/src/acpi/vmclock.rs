@@ -17,7 +17,8 @@
 use std::sync::atomic::{fence, Ordering};
 
 use serde::{Deserialize, Serialize};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use squib_arch::memory::GuestMemoryMmap;
+use vm_memory::{Bytes, GuestAddress};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::{check_area, interrupt_evt, signal, write, AcpiDeviceError};

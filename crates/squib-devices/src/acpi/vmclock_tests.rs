@@ -1,7 +1,8 @@
 //! Tests for the VMClock page: the header a booting guest sees, and the sequence-locked
 //! counter bump on restore, read back from guest memory at the ABI's offsets.
 
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use squib_arch::memory::GuestMemoryMmap;
+use vm_memory::{Bytes, GuestAddress};
 
 use super::*;
 

@@ -13,7 +13,7 @@
 //! is attached).
 
 use serde::{Deserialize, Serialize};
-use vm_memory::GuestMemoryMmap;
+use squib_arch::memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
 use super::{check_area, interrupt_evt, signal, write, AcpiDeviceError};

@@ -1,10 +1,14 @@
 //! Zero-copy transfers between a host file descriptor and pieces of guest memory:
 //! `readv(2)`/`writev(2)` over iovecs pointing straight into guest RAM. Used by the devices
 //! whose backends are sockets or TAPs (virtio-net, vsock).
+//!
+//! The kernel writes guest memory through raw pointers here, which vm-memory does not see, so
+//! [`readv_guest`] marks the bytes it received in the dirty-page bitmap itself.
 
 use std::io;
 use std::os::fd::RawFd;
 
+use vm_memory::bitmap::Bitmap;
 use vm_memory::{GuestAddress, GuestMemoryBackend};
 
 use super::GuestMemoryMmap;
@@ -77,7 +81,24 @@ pub fn readv_guest(
     // lengths (checked by `get_slice`) while `mem` is borrowed; the guest owns these buffers
     // (popped, not yet used), so the kernel writing them races with no one in squib.
     let n = unsafe { libc::readv(fd, iov.as_ptr(), count) };
-    usize::try_from(n).map_err(|_| io::Error::last_os_error())
+    let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
+    mark_written(mem, segs, n);
+    Ok(n)
+}
+
+/// Marks the first `n` bytes of `segs` dirty: `readv` fills the pieces in order.
+fn mark_written(mem: &GuestMemoryMmap, segs: &[(GuestAddress, u32)], mut n: usize) {
+    for &(addr, len) in segs {
+        if n == 0 {
+            break;
+        }
+        let written = n.min(len as usize);
+        // `guest_iovecs` already found every piece inside guest memory.
+        if let Ok(slice) = mem.get_slice(addr, written) {
+            slice.bitmap().mark_dirty(0, written);
+        }
+        n -= written;
+    }
 }
 
 #[cfg(test)]
@@ -88,7 +109,7 @@ mod tests {
     use vm_memory::Bytes;
 
     use super::*;
-    use crate::virtio::test_utils::single_region_mem;
+    use crate::virtio::test_utils::{clear_dirty, dirty_pages, single_region_mem};
 
     #[test]
     fn writev_gathers_guest_pieces_into_one_datagram() {
@@ -110,5 +131,38 @@ mod tests {
         let segs = [(GuestAddress(0xff0), 0x20)];
         let err = writev_guest(a.as_raw_fd(), &mem, &segs).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+    }
+
+    #[test]
+    fn readv_marks_the_pages_it_filled_dirty_and_no_others() {
+        let mem = single_region_mem(0x10000);
+        let (a, b) = UnixDatagram::pair().unwrap();
+        a.send(b"0123456789").unwrap();
+        // The 10 bytes fill the first piece (4 bytes at the end of page 0) and 6 bytes of the
+        // second (page 2); the third piece, on page 5, gets none.
+        let segs = [
+            (GuestAddress(0xffc), 4),
+            (GuestAddress(0x2000), 100),
+            (GuestAddress(0x5000), 10),
+        ];
+        assert_eq!(readv_guest(b.as_raw_fd(), &mem, &segs).unwrap(), 10);
+        assert_eq!(dirty_pages(&mem), [0x0, 0x2000]);
+
+        clear_dirty(&mem);
+        a.send(b"ab").unwrap();
+        // A piece across a page boundary dirties both pages it was written into.
+        let segs = [(GuestAddress(0x3fff), 2)];
+        assert_eq!(readv_guest(b.as_raw_fd(), &mem, &segs).unwrap(), 2);
+        assert_eq!(dirty_pages(&mem), [0x3000, 0x4000]);
+    }
+
+    #[test]
+    fn writev_leaves_guest_memory_clean() {
+        let mem = single_region_mem(0x10000);
+        mem.write_slice(b"hello", GuestAddress(0x100)).unwrap();
+        clear_dirty(&mem);
+        let (a, _b) = UnixDatagram::pair().unwrap();
+        writev_guest(a.as_raw_fd(), &mem, &[(GuestAddress(0x100), 5)]).unwrap();
+        assert!(dirty_pages(&mem).is_empty());
     }
 }

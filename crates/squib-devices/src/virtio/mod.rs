@@ -33,8 +33,9 @@ use std::sync::Arc;
 use virtio_queue::Queue;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-/// Guest memory as every device sees it.
-pub type GuestMemoryMmap = vm_memory::GuestMemoryMmap<()>;
+/// Guest memory as every device sees it: the VMM's one guest memory type, whose dirty-page
+/// bitmap records every byte a device writes into the guest (so Diff snapshots include it).
+pub use squib_arch::memory::GuestMemoryMmap;
 
 /// Device type ids (virtio 1.2 §5).
 pub mod device_type {

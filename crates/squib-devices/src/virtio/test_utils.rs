@@ -6,7 +6,8 @@
 //! Compiled for unit tests and behind the `test-utils` feature, never in production builds.
 
 use virtio_queue::{Queue, QueueT};
-use vm_memory::{Bytes, GuestAddress};
+use vm_memory::mmap::MmapRegion;
+use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
 
 use super::GuestMemoryMmap;
 
@@ -24,6 +25,30 @@ pub const F_INDIRECT: u16 = 4;
 #[must_use]
 pub fn single_region_mem(size: usize) -> GuestMemoryMmap {
     GuestMemoryMmap::from_ranges(&[(GuestAddress(0), size)]).expect("cannot map guest memory")
+}
+
+/// The guest addresses of the 4 KiB pages of `mem` whose dirty bit is set, in order: the
+/// pages a Diff snapshot would write for the VMM's own writes.
+#[must_use]
+pub fn dirty_pages(mem: &GuestMemoryMmap) -> Vec<u64> {
+    const PAGE: u64 = 4096;
+    let mut pages = Vec::new();
+    for region in mem.iter() {
+        let bitmap = MmapRegion::bitmap(region);
+        for page in 0..region.len() / PAGE {
+            if bitmap.is_bit_set(page as usize) {
+                pages.push(region.start_addr().raw_value() + page * PAGE);
+            }
+        }
+    }
+    pages
+}
+
+/// Clears every dirty bit of `mem`, as a snapshot does once it has written the pages.
+pub fn clear_dirty(mem: &GuestMemoryMmap) {
+    for region in mem.iter() {
+        MmapRegion::bitmap(region).reset();
+    }
 }
 
 /// A driver's view of one split virtqueue in guest memory.

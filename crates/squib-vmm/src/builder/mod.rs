@@ -16,6 +16,7 @@ use squib_arch::cpuid::{host_is_kvm_pvm, normalize_cpuid, CpuidConfig};
 use squib_arch::kernel::{load_initrd_above, load_kernel, LoadedKernel};
 use squib_arch::layout::CMDLINE_MAX_SIZE;
 use squib_arch::memory::create_guest_memory;
+use squib_arch::memory::GuestMemoryMmap;
 use squib_arch::mptable::setup_mptable;
 use squib_arch::regs::{setup_boot_vcpu_state, setup_fpu_and_msrs, setup_lapic};
 use squib_devices::legacy::boot_timer::{BootTimer, TimestampUs};
@@ -26,7 +27,6 @@ use squib_devices::virtio::mmio::MmioTransport;
 use squib_devices::virtio::net::Net;
 use squib_devices::virtio::rng::{self, Entropy};
 use squib_devices::virtio::vsock::Vsock;
-use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::device_manager::{

@@ -7,7 +7,7 @@ use std::sync::{Arc, PoisonError};
 
 use event_manager::EventManager;
 use kvm_ioctls::{Kvm, VcpuFd};
-use vm_memory::GuestMemoryMmap;
+use squib_arch::memory::GuestMemoryMmap;
 
 use super::{attach_devices, run_vm, BuildContext, RunningVm, StartMicrovmError, Subscriber};
 use super::{VcpuStart, VmParts};

@@ -6,10 +6,10 @@
 use serde::{Deserialize, Serialize};
 use squib_arch::acpi::{VmClockInfo, VmGenIdInfo};
 use squib_arch::layout::{ACPI_GED_GSI, VMCLOCK_ADDR, VMGENID_ADDR};
+use squib_arch::memory::GuestMemoryMmap;
 use squib_devices::acpi::vmclock::{VmClock, VmClockState};
 use squib_devices::acpi::vmgenid::{VmGenId, VmGenIdState};
 use squib_devices::acpi::AcpiDeviceError;
-use vm_memory::GuestMemoryMmap;
 
 use crate::vstate::vm::{Vm, VmError};
 

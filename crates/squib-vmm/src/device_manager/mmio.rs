@@ -5,10 +5,10 @@ use std::sync::{Arc, Mutex};
 
 use squib_arch::acpi::MmioDeviceInfo;
 use squib_arch::layout::{FIRST_VIRTIO_GSI, LAST_GSI, VIRTIO_MMIO_SLOT_SIZE, VIRTIO_MMIO_START};
+use squib_arch::memory::GuestMemoryMmap;
 use squib_devices::bus::BusError;
 use squib_devices::virtio::mmio::{reg, MmioTransport};
 use squib_devices::virtio::VirtioDevice;
-use vm_memory::GuestMemoryMmap;
 
 use super::DeviceManager;
 use crate::vstate::vm::{Vm, VmError};

@@ -14,13 +14,13 @@ use squib_api::schemas::machine_config::HugePages;
 use squib_api::schemas::snapshot::MemBackendType;
 use squib_api::schemas::SnapshotLoadConfig;
 use squib_arch::memory::{
-    create_guest_memory_for_uffd, create_guest_memory_from_file, HugePageMode,
+    create_guest_memory_for_uffd, create_guest_memory_from_file, GuestMemoryMmap, HugePageMode,
 };
 use squib_devices::legacy::boot_timer::TimestampUs;
 use squib_logger::metrics::METRICS;
 use squib_logger::time::monotonic_us;
 use squib_snapshot::SnapshotError;
-use vm_memory::{GuestAddress, GuestMemoryMmap};
+use vm_memory::GuestAddress;
 
 use super::MicrovmState;
 use crate::builder::restore::restore_microvm;

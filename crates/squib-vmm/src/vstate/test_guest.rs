@@ -9,9 +9,9 @@
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd};
 use squib_arch::cpuid::{host_is_kvm_pvm, setup_cpuid, CpuidConfig};
 use squib_arch::kernel::{BootProtocol, LoadedKernel};
-use squib_arch::memory::create_guest_memory;
+use squib_arch::memory::{create_guest_memory, GuestMemoryMmap};
 use squib_arch::regs::{setup_boot_vcpu_state, setup_fpu_and_msrs, setup_lapic};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress};
 
 use super::msrs::{write_msrs, MsrEntry};
 use super::vcpu_state::VcpuStateCaps;

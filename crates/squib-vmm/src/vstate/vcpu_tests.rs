@@ -8,10 +8,11 @@ use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::mpsc;
 
 use kvm_bindings::{kvm_debug_exit_arch, KVM_SYSTEM_EVENT_CRASH};
+use squib_arch::memory::GuestMemoryMmap;
 use squib_devices::legacy::serial::SerialDevice;
 use squib_devices::virtio::block::{Block, BlockConfig, CacheMode};
 use squib_devices::virtio::mmio::MmioTransport;
-use vm_memory::{GuestAddress, GuestMemoryMmap};
+use vm_memory::GuestAddress;
 
 use super::*;
 

@@ -17,13 +17,15 @@ use std::io::{Seek, SeekFrom};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
+use vm_memory::bitmap::{Bitmap, MS};
 use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryError, VolatileSlice};
 
 use super::{BlockError, SECTOR_SHIFT, SECTOR_SIZE};
 use crate::virtio::GuestMemoryMmap;
 
-/// A slice of guest memory, as vm-memory hands it out for [`GuestMemoryMmap`].
-pub type GuestSlice<'a> = VolatileSlice<'a, ()>;
+/// A slice of guest memory, as vm-memory hands it out for [`GuestMemoryMmap`], with its part
+/// of the dirty-page bitmap.
+pub type GuestSlice<'a> = VolatileSlice<'a, MS<'a, GuestMemoryMmap>>;
 
 /// Why moving data between the file and guest memory failed.
 #[derive(Debug, thiserror::Error)]
@@ -294,7 +296,15 @@ fn transfer_all(
                 };
                 return Err(kind.into());
             }
-            Ok(n) => done += n.min(rest.len()),
+            Ok(n) => {
+                let n = n.min(rest.len());
+                // `pread` wrote through a raw pointer, behind vm-memory's back: record the
+                // bytes it wrote as dirty, or a Diff snapshot would miss them.
+                if let Dir::Read = dir {
+                    rest.bitmap().mark_dirty(0, n);
+                }
+                done += n;
+            }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
@@ -305,7 +315,7 @@ fn transfer_all(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::virtio::test_utils::single_region_mem;
+    use crate::virtio::test_utils::{clear_dirty, dirty_pages, single_region_mem};
     use std::io::Write;
     use vm_memory::Bytes;
 
@@ -343,5 +353,23 @@ mod tests {
             .read_to_guest(&mem, GuestAddress(0), 1024, 8000)
             .unwrap_err();
         assert!(matches!(err, DiskIoError::Io(_)));
+    }
+
+    #[test]
+    fn reads_mark_the_guest_pages_they_fill_and_writes_none() {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        f.as_file().set_len(0x4000).unwrap();
+        let disk = DiskFile::open(f.path(), false).unwrap();
+        let mem = single_region_mem(0x10000);
+        mem.write_slice(&[0xab; 0x1000], GuestAddress(0x1000))
+            .unwrap();
+        clear_dirty(&mem);
+        disk.write_from_guest(&mem, GuestAddress(0x1000), 0x1000, 0)
+            .unwrap();
+        assert!(dirty_pages(&mem).is_empty());
+        // 0x1800 bytes from the middle of page 4 end exactly at the end of page 5.
+        disk.read_to_guest(&mem, GuestAddress(0x4800), 0x1800, 0)
+            .unwrap();
+        assert_eq!(dirty_pages(&mem), [0x4000, 0x5000]);
     }
 }

@@ -230,6 +230,22 @@ fn read_copies_file_sectors_into_guest_memory() {
 }
 
 #[test]
+fn a_read_dirties_its_data_status_and_used_ring_pages_for_diff_snapshots() {
+    let mut h = BlockHarness::new(default_block(0x4000, false));
+    let status = h.read_request(0, 0x2000);
+    // What the driver wrote is the guest's own writes (KVM's log), not the device's.
+    crate::virtio::test_utils::clear_dirty(h.mem);
+    h.simulate_queue_event();
+    assert_eq!(h.status(status), status::OK);
+    let (_, _, used) = h.vq.addresses();
+    let page = |addr: u64| addr & !0xfff;
+    let mut expected = vec![page(DATA), page(DATA) + 0x1000, page(status), page(used)];
+    expected.sort_unstable();
+    expected.dedup();
+    assert_eq!(crate::virtio::test_utils::dirty_pages(h.mem), expected);
+}
+
+#[test]
 fn write_reaches_the_host_file() {
     let mut h = BlockHarness::new(default_block(8192, false));
     let (hdr, status, data) = h.slots();
