@@ -212,11 +212,6 @@ fn what_squib_cannot_build_yet_is_refused_when_put_naming_it() {
         ),
         (
             "/machine-config",
-            json!({"vcpu_count": 1, "mem_size_mib": 128, "track_dirty_pages": true}),
-            "Dirty page tracking (track_dirty_pages) is not supported by squib yet.",
-        ),
-        (
-            "/machine-config",
             json!({"vcpu_count": 1, "mem_size_mib": 128, "cpu_template": "T2"}),
             "Static CPU templates (cpu_template) is not supported by squib yet.",
         ),
@@ -234,6 +229,86 @@ fn what_squib_cannot_build_yet_is_refused_when_put_naming_it() {
         vmm.handle_action(parsed("PUT", "/machine-config", &defaults)),
         ApiResponse::NoContent
     ));
+}
+
+#[test]
+fn dirty_page_tracking_is_accepted_and_shown_in_the_vm_config() {
+    let mut vmm = vmm();
+    let body = json!({"vcpu_count": 1, "mem_size_mib": 128, "track_dirty_pages": true});
+    assert!(matches!(
+        vmm.handle_action(parsed("PUT", "/machine-config", &body)),
+        ApiResponse::NoContent
+    ));
+    let ApiResponse::Json(config) = vmm.handle_action(ApiAction::GetVmConfig) else {
+        panic!("GET /vm/config is JSON");
+    };
+    assert_eq!(config["machine-config"]["track_dirty_pages"], true);
+    // A PATCH that leaves it out keeps it; one that names it turns it off.
+    assert_eq!(
+        patch(&mut vmm, json!({"vcpu_count": 2}))["track_dirty_pages"],
+        true
+    );
+    assert_eq!(
+        patch(&mut vmm, json!({"track_dirty_pages": false}))["track_dirty_pages"],
+        false
+    );
+}
+
+/// `PATCH /machine-config` with `body`, then the machine configuration `GET` shows.
+fn patch(vmm: &mut Vmm, body: serde_json::Value) -> serde_json::Value {
+    assert!(matches!(
+        vmm.handle_action(parsed("PATCH", "/machine-config", &body)),
+        ApiResponse::NoContent
+    ));
+    match vmm.handle_action(ApiAction::GetMachineConfig) {
+        ApiResponse::Json(got) => got,
+        other => panic!("GET /machine-config answered {other:?}"),
+    }
+}
+
+#[test]
+fn a_snapshot_load_with_dirty_page_tracking_turns_it_on_in_the_restored_config() {
+    // The configuration a snapshot of a VM without tracking carries.
+    let kernel = tempfile::NamedTempFile::new().unwrap();
+    let mut source = vmm();
+    let body = json!({"vcpu_count": 1, "mem_size_mib": 128, "track_dirty_pages": false});
+    source.handle_action(parsed("PUT", "/machine-config", &body));
+    let body = json!({"kernel_image_path": kernel.path()});
+    source.handle_action(parsed("PUT", "/boot-source", &body));
+    let saved = source.snapshot_config_json();
+    let load = |track: bool| {
+        let body = json!({"snapshot_path": "/s", "mem_backend":
+            {"backend_type": "File", "backend_path": "/m"}, "track_dirty_pages": track});
+        match parsed("PUT", "/snapshot/load", &body) {
+            ApiAction::SnapshotLoad(config) => config,
+            other => panic!("PUT /snapshot/load parsed as {other:?}"),
+        }
+    };
+    for track in [true, false] {
+        let mut vmm = vmm();
+        vmm.restore_resources(&saved, &load(track)).unwrap();
+        let ApiResponse::Json(config) = vmm.handle_action(ApiAction::GetVmConfig) else {
+            panic!("GET /vm/config is JSON");
+        };
+        assert_eq!(config["machine-config"]["track_dirty_pages"], track);
+    }
+}
+
+#[test]
+fn a_snapshot_load_asking_for_dirty_page_tracking_goes_on_to_read_the_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.snap");
+    let body = json!({"snapshot_path": missing, "mem_backend":
+        {"backend_type": "File", "backend_path": dir.path().join("mem")},
+        "track_dirty_pages": true});
+    let message = fault_of(vmm().handle_action(parsed("PUT", "/snapshot/load", &body)));
+    assert!(
+        message.starts_with(
+            "Load snapshot error: Failed to restore from snapshot: Failed to get snapshot state \
+             from file: Failed to open snapshot file: "
+        ),
+        "{message}"
+    );
 }
 
 /// The action the API thread makes of `method path body`.

@@ -30,9 +30,6 @@ impl Vmm {
         if config.huge_pages != HugePages::None {
             return Err(not_supported("Huge pages (huge_pages)"));
         }
-        if config.track_dirty_pages {
-            return Err(not_supported("Dirty page tracking (track_dirty_pages)"));
-        }
         if config
             .cpu_template
             .is_some_and(|template| template != CpuTemplate::None)

@@ -3,7 +3,9 @@
 //! The VM is paused, so no vCPU touches a device or memory, and devices are served on this
 //! thread, so none is in the middle of a request: what is saved is consistent. The state file
 //! is written first, crash-safely (a temporary file renamed into place once complete); the
-//! memory file is then written from guest memory with large writes and synced.
+//! memory file is then written from guest memory with large writes and synced: all of it for
+//! a Full snapshot, the pages changed since the previous snapshot for a Diff (see
+//! [`super::memory`]).
 
 use std::sync::PoisonError;
 
@@ -14,9 +16,10 @@ use squib_logger::metrics::METRICS;
 use squib_logger::time::monotonic_us;
 use vm_memory::{Address, GuestMemoryBackend, GuestMemoryRegion};
 
+use super::memory::{check_snapshot_type, write_memory};
 use super::state::{MemoryRegionState, MicrovmState};
 use crate::builder::RunningVm;
-use crate::controller::{not_supported, ActionError, ActionResult};
+use crate::controller::{ActionError, ActionResult};
 use crate::vmm::{Vmm, VCPU_ACK_TIMEOUT};
 use crate::vstate::vcpu::save_all;
 
@@ -24,22 +27,25 @@ impl Vmm {
     /// `PUT /snapshot/create`.
     pub(crate) fn create_snapshot(&mut self, config: SnapshotCreateConfig) -> ActionResult {
         let start_us = monotonic_us();
-        if config.snapshot_type == SnapshotType::Diff {
-            return Err(not_supported("Diff snapshots"));
-        }
         let Some(vm) = self.running.as_ref().filter(|_| self.paused) else {
             return Err(ActionError::invalid(
                 "Cannot save the microVM state: Operation not allowed: save/restore unavailable \
                  while running",
             ));
         };
+        // Refused before any file is touched.
+        check_snapshot_type(&vm.vm, config.snapshot_type)?;
         let state = microvm_state(vm, self.snapshot_config_json())?;
         squib_snapshot::save_state(&config.snapshot_path, &state)?;
         let file = squib_snapshot::open_for_write(&config.mem_file_path)?;
-        squib_snapshot::write_full(&vm.mem, &file)?;
+        write_memory(&vm.vm, &vm.mem, &file, config.snapshot_type)?;
         let us = monotonic_us().saturating_sub(start_us);
-        METRICS.latencies_us.vmm_full_create_snapshot.store(us);
-        log::info!("'create full snapshot' VMM action took {us} us.");
+        let (metric, kind) = match config.snapshot_type {
+            SnapshotType::Full => (&METRICS.latencies_us.vmm_full_create_snapshot, "full"),
+            SnapshotType::Diff => (&METRICS.latencies_us.vmm_diff_create_snapshot, "diff"),
+        };
+        metric.store(us);
+        log::info!("'create {kind} snapshot' VMM action took {us} us.");
         Ok(ApiResponse::NoContent)
     }
 }

@@ -45,9 +45,6 @@ impl Vmm {
         if self.boot_resources_configured {
             return Err(ActionError::fault(LOAD_NOT_ALLOWED));
         }
-        if load.track_dirty_pages {
-            return Err(not_supported("Dirty page tracking (track_dirty_pages)"));
-        }
         if load.huge_pages.is_some_and(|h| h != HugePages::None) {
             return Err(not_supported("Huge pages"));
         }

@@ -6,6 +6,7 @@
 mod config;
 mod create;
 mod load;
+mod memory;
 mod state;
 
 pub use config::RestoreConfigError;

@@ -10,4 +10,4 @@ pub mod vm;
 pub mod vm_state;
 
 #[cfg(test)]
-mod test_guest;
+pub(crate) mod test_guest;

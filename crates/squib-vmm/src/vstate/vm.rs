@@ -122,6 +122,12 @@ impl Vm {
         Ok(())
     }
 
+    /// Whether the memory slots log the pages the guest writes (`track_dirty_pages`).
+    #[must_use]
+    pub fn dirty_tracking(&self) -> bool {
+        self.dirty_tracking.load(Ordering::Relaxed)
+    }
+
     /// The pages the guest wrote since the previous call (or since the memory was
     /// registered): one bitmap per region of `mem`, bit `i` of word `w` for page `64 w + i` of
     /// the region. Reading the log clears it (`KVM_GET_DIRTY_LOG`).
@@ -130,7 +136,7 @@ impl Vm {
     /// [`VmError::DirtyTrackingDisabled`] when the memory was registered without tracking;
     /// [`VmError::Ioctl`] when KVM refuses a slot's log.
     pub fn dirty_bitmap(&self, mem: &GuestMemoryMmap) -> Result<Vec<Vec<u64>>, VmError> {
-        if !self.dirty_tracking.load(Ordering::Relaxed) {
+        if !self.dirty_tracking() {
             return Err(VmError::DirtyTrackingDisabled);
         }
         mem.iter()
