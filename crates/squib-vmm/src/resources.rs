@@ -174,6 +174,9 @@ impl Drive {
 pub struct VmResources {
     machine_config: MachineConfig,
     boot_source: Option<BootSource>,
+    /// A restored VM's boot source, as its snapshot named it: the guest no longer needs the
+    /// files (they may be gone), but the VM's own snapshots must name them again.
+    restored_boot_source: Option<BootSourceConfig>,
     drives: Vec<Drive>,
     serial: Option<SerialConfig>,
     /// Network interfaces with their open TAPs, in the order they were added.
@@ -213,6 +216,20 @@ impl VmResources {
     #[must_use]
     pub fn boot_source(&self) -> Option<&BootSource> {
         self.boot_source.as_ref()
+    }
+
+    /// The boot source's configuration: as configured, or as a snapshot load restored it.
+    #[must_use]
+    pub fn boot_source_config(&self) -> Option<&BootSourceConfig> {
+        self.boot_source
+            .as_ref()
+            .map(|b| &b.config)
+            .or(self.restored_boot_source.as_ref())
+    }
+
+    /// Keep the boot source a snapshot names, without opening its files.
+    pub fn set_restored_boot_source(&mut self, config: BootSourceConfig) {
+        self.restored_boot_source = Some(config);
     }
 
     /// Configure the kernel (and initrd), opening them now as Firecracker does.

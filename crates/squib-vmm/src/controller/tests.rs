@@ -267,7 +267,7 @@ fn patch(vmm: &mut Vmm, body: serde_json::Value) -> serde_json::Value {
 }
 
 #[test]
-fn a_snapshot_load_with_dirty_page_tracking_turns_it_on_in_the_restored_config() {
+fn a_snapshot_load_sets_dirty_page_tracking_and_keeps_the_boot_source_in_the_config() {
     // The configuration a snapshot of a VM without tracking carries.
     let kernel = tempfile::NamedTempFile::new().unwrap();
     let mut source = vmm();
@@ -291,6 +291,10 @@ fn a_snapshot_load_with_dirty_page_tracking_turns_it_on_in_the_restored_config()
             panic!("GET /vm/config is JSON");
         };
         assert_eq!(config["machine-config"]["track_dirty_pages"], track);
+        // The boot source is kept for the restored VM's own snapshots, not reopened.
+        let kernel_path = kernel.path().to_str().unwrap();
+        assert_eq!(config["boot-source"]["kernel_image_path"], kernel_path);
+        assert!(vmm.resources.boot_source().is_none());
     }
 }
 

@@ -84,10 +84,7 @@ impl Vmm {
                 .drives_in_attach_order()
                 .map(|d| d.config.clone())
                 .collect(),
-            boot_source: r
-                .boot_source()
-                .map(|b| b.config.clone())
-                .unwrap_or_default(),
+            boot_source: r.boot_source_config().cloned().unwrap_or_default(),
             cpu_config: None,
             logger: None,
             machine_config: r.machine_config().clone(),

@@ -45,6 +45,9 @@ impl Vmm {
         let mut config = VmConfig::from_json(config_json.as_bytes())
             .map_err(|e| RestoreConfigError::Invalid(e.to_string()))?;
         apply_overrides(&mut config, load)?;
+        // Not replayed (no file is opened), but kept: a snapshot of the restored VM names it.
+        self.resources
+            .set_restored_boot_source(std::mem::take(&mut config.boot_source));
         let mut actions = vec![ApiAction::PutMachineConfig(config.machine_config.clone())];
         actions.extend(device_actions(config));
         for action in actions {

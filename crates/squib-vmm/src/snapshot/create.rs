@@ -94,3 +94,7 @@ fn microvm_state(vm: &RunningVm, config_json: String) -> Result<MicrovmState, Ac
         clone_devices: vm.clone_devices.state(),
     })
 }
+
+#[cfg(test)]
+#[path = "create_tests.rs"]
+mod tests;

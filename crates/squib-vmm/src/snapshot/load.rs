@@ -1,6 +1,8 @@
 //! `PUT /snapshot/load`: rebuild a microVM from a state file and a memory file (mapped
 //! copy-on-write) or a userfaultfd page-fault handler, in a process that has configured
-//! nothing for booting.
+//! nothing for booting. With `track_dirty_pages` the restored memory slots log dirty pages,
+//! so a Diff of the restored VM holds what changed since the load and, written onto the loaded
+//! memory file, gives a snapshot that loads again.
 //!
 //! A failed load is fatal, as in Firecracker: the client gets its 400, then the process exits
 //! with code 1, because a half-restored VM (devices bound, memory mapped) cannot be cleaned up
