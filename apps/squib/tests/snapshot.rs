@@ -6,8 +6,10 @@
 //! paused, snapshotted (Full) and killed. A second process loads the snapshot with its memory
 //! file mapped and `resume_vm`, its NIC moved to another TAP (`network_overrides`): the
 //! counter goes on from where it stopped, the file is still there and the guest answers ping
-//! through the new TAP; Ctrl-Alt-Del then reboots it through the restored i8042. A third
-//! process restores the same snapshot through a userfaultfd page-fault handler (squib-uffd's,
+//! through the new TAP; it is then paused again and a Diff snapshot taken of it, which,
+//! merged onto the first memory file, restores in a third process where the Diff was taken;
+//! Ctrl-Alt-Del reboots the second through the restored i8042. A fourth
+//! process restores the first snapshot through a userfaultfd page-fault handler (squib-uffd's,
 //! the library behind `squib-uffd-handler`), which serves only the pages the guest touches.
 //!
 //! The test runs in a network namespace of its own (as the network tests do), with its TAPs.
@@ -318,6 +320,7 @@ fn restore_from_file(files: &SnapshotFiles, tag: &str, last: u32) {
             "mem_backend": { "backend_type": "File", "backend_path": files.memory.display().to_string() },
             "resume_vm": true,
             "network_overrides": [{ "iface_id": "eth0", "host_dev_name": CLONE_TAP }],
+            "track_dirty_pages": true,
         }),
     );
     let (_, body) = squib.api().get("/");
@@ -345,7 +348,10 @@ fn restore_from_file(files: &SnapshotFiles, tag: &str, last: u32) {
         RESUME_TIMEOUT,
     );
     assert_guest_answers_ping(&squib);
+    let diff_last = diff_snapshot(&squib, files);
 
+    let (status, body) = squib.api().patch("/vm", &json!({ "state": "Resumed" }));
+    assert_eq!(status, 204, "resume after the Diff snapshot: {body}");
     let (status, body) = squib
         .api()
         .put("/actions", &json!({ "action_type": "SendCtrlAltDel" }));
@@ -357,6 +363,64 @@ fn restore_from_file(files: &SnapshotFiles, tag: &str, last: u32) {
         Some(0),
         "a restored guest reboots cleanly\n{}",
         squib.report()
+    );
+    drop(squib);
+    restore_merged_diff(files, diff_last);
+}
+
+/// Pauses the restored guest and takes a Diff snapshot of it (only the pages written since
+/// its restore); returns the last tick before the pause.
+fn diff_snapshot(squib: &Squib, files: &SnapshotFiles) -> u32 {
+    let (status, body) = squib.api().patch("/vm", &json!({ "state": "Paused" }));
+    assert_eq!(status, 204, "pause: {body}");
+    thread::sleep(Duration::from_millis(1500));
+    let last = last_tick(squib);
+    put_ok(
+        squib,
+        "/snapshot/create",
+        &json!({
+            "snapshot_type": "Diff",
+            "snapshot_path": files.state.with_file_name("diff.snap").display().to_string(),
+            "mem_file_path": files.state.with_file_name("diff.mem").display().to_string(),
+        }),
+    );
+    last
+}
+
+/// Merges the Diff memory file onto a copy of the base (what `squib-rebase-snap` does) and
+/// restores the Diff's state over it: the guest goes on from where the Diff was taken.
+fn restore_merged_diff(files: &SnapshotFiles, last: u32) {
+    let merged = files.state.with_file_name("merged.mem");
+    fs::copy(&files.memory, &merged).expect("copy the base memory file");
+    let diff = fs::File::open(files.state.with_file_name("diff.mem")).expect("the Diff memory");
+    let base = fs::File::options()
+        .read(true)
+        .write(true)
+        .open(&merged)
+        .expect("open the merged copy");
+    let copied = squib_snapshot::rebase(&base, &diff).expect("merge the Diff onto its base");
+    assert!(
+        copied > 0 && copied < 128 << 20,
+        "a Diff holds some pages, not all guest memory: {copied} bytes"
+    );
+
+    let squib = Squib::with_api("snap-diff-restore", &[]);
+    let from = squib.line_count();
+    put_ok(
+        &squib,
+        "/snapshot/load",
+        &json!({
+            "snapshot_path": files.state.with_file_name("diff.snap").display().to_string(),
+            "mem_backend": { "backend_type": "File", "backend_path": merged.display().to_string() },
+            "resume_vm": true,
+            "network_overrides": [{ "iface_id": "eth0", "host_dev_name": CLONE_TAP }],
+        }),
+    );
+    let (_, next) = squib.wait_for_from(from, "SQUIB tick ", RESUME_TIMEOUT);
+    assert_eq!(
+        tick_number(&next),
+        last + 1,
+        "the Diff merged onto its base restores where the Diff was taken"
     );
 }
 

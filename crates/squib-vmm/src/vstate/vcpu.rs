@@ -414,6 +414,12 @@ impl VcpuRunner {
         if !wait_for_start(commands, acks, &self) {
             return;
         }
+        // A command queued with the start (a pause right after InstanceStart) may have been
+        // kicked before this thread registered its kvm_run: serve it before the first
+        // KVM_RUN, which would otherwise run the guest without looking at the queue.
+        if !serve_commands(commands, acks, &self) {
+            return;
+        }
         if let Some(start) = self.instance_start.take() {
             // squib-bench greps this line: keep its text.
             log::info!(

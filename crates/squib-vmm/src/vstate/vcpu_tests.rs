@@ -222,6 +222,42 @@ fn a_spawned_vcpu_does_not_run_the_guest_before_it_is_started() {
     assert_eq!(stop.reason(), None);
 }
 
+/// A pause sent right after the start reaches a vCPU whose guest never exits to user space
+/// (a tight loop): the kick may come before the thread registered its `kvm_run`, so the
+/// thread must look at its queue before its first `KVM_RUN`.
+#[test]
+fn a_pause_right_after_the_start_stops_a_guest_that_never_exits() {
+    use vm_memory::Bytes;
+    register_kick_signal_handler().unwrap();
+    for _ in 0..20 {
+        let guest = crate::vstate::test_guest::test_vm(false);
+        // jmp $: no exit to user space, ever.
+        guest
+            .mem
+            .write_slice(
+                &[0xeb, 0xfe],
+                GuestAddress(crate::vstate::test_guest::CODE_ADDR),
+            )
+            .unwrap();
+        let runner = VcpuRunner {
+            index: 0,
+            fd: guest.boot_vcpu(),
+            pio_bus: Arc::new(Bus::new()),
+            mmio_bus: Arc::new(Bus::new()),
+            stop: StopNotifier::new(Arc::new(EventFd::new(libc::EFD_NONBLOCK).unwrap())),
+            instance_start: None,
+            state_caps: Arc::new(guest.caps.clone()),
+        };
+        let handle = runner.spawn().unwrap();
+        handle.start().unwrap();
+        pause_all(std::slice::from_ref(&handle), LONG)
+            .expect("a pause right after the start was lost");
+        resume_all(std::slice::from_ref(&handle), LONG).unwrap();
+        pause_all(std::slice::from_ref(&handle), LONG).unwrap();
+        handle.abandon();
+    }
+}
+
 // ---- exit handling ----
 
 const COM1: u16 = 0x3f8;
