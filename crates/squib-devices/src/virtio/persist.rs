@@ -108,6 +108,35 @@ pub struct VirtioDeviceState {
     pub activated: bool,
 }
 
+/// Writes a device's `VirtioDevice::save_state` and `restore_state` (inside its
+/// `impl VirtioDevice`) from its own `save` and `restore`: its state travels as
+/// `DeviceState::<variant>`, and any other kind is refused.
+macro_rules! persist_as_device_state {
+    ($variant:ident, $kind:literal) => {
+        fn save_state(&self) -> $crate::virtio::persist::DeviceState {
+            $crate::virtio::persist::DeviceState::$variant(self.save())
+        }
+
+        fn restore_state(
+            &mut self,
+            state: &$crate::virtio::persist::DeviceState,
+            mem: &$crate::virtio::GuestMemoryMmap,
+            interrupt: &std::sync::Arc<$crate::virtio::VirtioInterrupt>,
+        ) -> Result<(), $crate::virtio::persist::RestoreError> {
+            match state {
+                $crate::virtio::persist::DeviceState::$variant(state) => {
+                    self.restore(state, mem, interrupt)
+                }
+                other => Err($crate::virtio::persist::RestoreError::WrongDevice {
+                    expected: $kind,
+                    found: other.kind(),
+                }),
+            }
+        }
+    };
+}
+pub(crate) use persist_as_device_state;
+
 /// The saved state of one virtio device, by kind: what the virtio-mmio transport keeps of
 /// the device behind it.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]

@@ -19,7 +19,6 @@ use super::request::{self, ExecContext, Request, RequestKind, Segment, MAX_DESCR
 use super::{features as blk, status, BlockConfig, BlockError, BlockMetrics, CacheMode};
 use super::{MAX_DISCARD_SECTORS, MAX_DRAIN_BYTES, QUEUE_SIZE, SEG_MAX, SIZE_MAX};
 use crate::rate_limiter::{BucketUpdate, RateLimiter, TokenType};
-use crate::virtio::persist::{DeviceState, RestoreError};
 use crate::virtio::{
     device_type, features, ActivateError, GuestMemoryMmap, VirtioDevice, VirtioInterrupt,
     VirtioState,
@@ -471,24 +470,7 @@ impl VirtioDevice for Block {
         self.state.reset();
     }
 
-    fn save_state(&self) -> DeviceState {
-        DeviceState::Block(self.save())
-    }
-
-    fn restore_state(
-        &mut self,
-        state: &DeviceState,
-        mem: &GuestMemoryMmap,
-        interrupt: &Arc<VirtioInterrupt>,
-    ) -> Result<(), RestoreError> {
-        match state {
-            DeviceState::Block(state) => self.restore(state, mem, interrupt),
-            other => Err(RestoreError::WrongDevice {
-                expected: "block",
-                found: other.kind(),
-            }),
-        }
-    }
+    crate::virtio::persist::persist_as_device_state!(Block, "block");
 }
 
 pub mod persist;

@@ -24,7 +24,6 @@ use super::tap::{offload, Tap, TapIo};
 use super::{features as net, FrameInterceptor, NetConfig, NetError, NetMetrics};
 use super::{RateLimiterUpdate, MAX_BUFFER_LEN, MIN_MTU, QUEUE_SIZE};
 use crate::rate_limiter::RateLimiter;
-use crate::virtio::persist::{DeviceState, RestoreError};
 use crate::virtio::{
     device_type, features, has_feature, ActivateError, GuestMemoryMmap, VirtioDevice,
     VirtioInterrupt, VirtioState,
@@ -377,24 +376,7 @@ impl VirtioDevice for Net {
         self.tx.blocked_on_tap = false;
     }
 
-    fn save_state(&self) -> DeviceState {
-        DeviceState::Net(self.save())
-    }
-
-    fn restore_state(
-        &mut self,
-        state: &DeviceState,
-        mem: &GuestMemoryMmap,
-        interrupt: &Arc<VirtioInterrupt>,
-    ) -> Result<(), RestoreError> {
-        match state {
-            DeviceState::Net(state) => self.restore(state, mem, interrupt),
-            other => Err(RestoreError::WrongDevice {
-                expected: "net",
-                found: other.kind(),
-            }),
-        }
-    }
+    crate::virtio::persist::persist_as_device_state!(Net, "net");
 }
 
 #[cfg(test)]

@@ -16,7 +16,6 @@ use vm_memory::Bytes;
 use super::request::{self, Segment, MAX_DESCRIPTORS};
 use super::{EntropyError, EntropyMetrics, MAX_ENTROPY_BYTES, QUEUE_SIZE, RNG_QUEUE};
 use crate::rate_limiter::{RateLimiter, TokenType};
-use crate::virtio::persist::{DeviceState, RestoreError};
 use crate::virtio::{
     device_type, features, ActivateError, GuestMemoryMmap, VirtioDevice, VirtioInterrupt,
     VirtioState,
@@ -343,24 +342,7 @@ impl VirtioDevice for Entropy {
         self.state.reset();
     }
 
-    fn save_state(&self) -> DeviceState {
-        DeviceState::Entropy(self.save())
-    }
-
-    fn restore_state(
-        &mut self,
-        state: &DeviceState,
-        mem: &GuestMemoryMmap,
-        interrupt: &Arc<VirtioInterrupt>,
-    ) -> Result<(), RestoreError> {
-        match state {
-            DeviceState::Entropy(state) => self.restore(state, mem, interrupt),
-            other => Err(RestoreError::WrongDevice {
-                expected: "entropy",
-                found: other.kind(),
-            }),
-        }
-    }
+    crate::virtio::persist::persist_as_device_state!(Entropy, "entropy");
 }
 
 #[cfg(test)]

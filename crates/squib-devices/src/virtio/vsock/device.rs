@@ -21,7 +21,6 @@ use super::packet::{collect_segments, copy_to_guest, Segments};
 use super::{
     VsockError, VsockMetrics, EVQ_INDEX, QUEUE_SIZE, RX_INDEX, TX_INDEX, VIRTIO_F_IN_ORDER,
 };
-use crate::virtio::persist::{DeviceState, RestoreError};
 use crate::virtio::{
     device_type, features, ActivateError, GuestMemoryMmap, VirtioDevice, VirtioInterrupt,
     VirtioState,
@@ -272,22 +271,5 @@ impl VirtioDevice for Vsock {
         self.state.reset();
     }
 
-    fn save_state(&self) -> DeviceState {
-        DeviceState::Vsock(self.save())
-    }
-
-    fn restore_state(
-        &mut self,
-        state: &DeviceState,
-        mem: &GuestMemoryMmap,
-        interrupt: &Arc<VirtioInterrupt>,
-    ) -> Result<(), RestoreError> {
-        match state {
-            DeviceState::Vsock(state) => self.restore(state, mem, interrupt),
-            other => Err(RestoreError::WrongDevice {
-                expected: "vsock",
-                found: other.kind(),
-            }),
-        }
-    }
+    crate::virtio::persist::persist_as_device_state!(Vsock, "vsock");
 }
