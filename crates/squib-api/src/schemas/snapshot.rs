@@ -98,6 +98,35 @@ pub struct RawVsockOverride {
     uds_path: String,
 }
 
+/// `huge_pages` of a load: Firecracker's `Snapshot` (the default) keeps what the snapshot
+/// had; the others override it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum LoadHugePages {
+    /// As in the snapshot.
+    #[default]
+    Snapshot,
+    /// Normal 4 KiB pages.
+    None,
+    /// Transparent huge pages.
+    Transparent,
+    /// hugetlbfs 2 MiB pages.
+    #[serde(rename = "2M")]
+    Hugetlbfs2M,
+}
+
+impl LoadHugePages {
+    /// The backing to use instead of the snapshot's, if any.
+    #[must_use]
+    pub fn override_value(self) -> Option<HugePages> {
+        match self {
+            Self::Snapshot => None,
+            Self::None => Some(HugePages::None),
+            Self::Transparent => Some(HugePages::Transparent),
+            Self::Hugetlbfs2M => Some(HugePages::Hugetlbfs2M),
+        }
+    }
+}
+
 /// `PUT /snapshot/load` body; an unknown field is refused, as Firecracker's code does.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -120,7 +149,7 @@ pub struct RawSnapshotLoad {
     #[serde(default)]
     clock_realtime: bool,
     #[serde(default)]
-    huge_pages: Option<HugePages>,
+    huge_pages: LoadHugePages,
 }
 
 impl RawSnapshotLoad {
@@ -186,7 +215,7 @@ impl TryFrom<RawSnapshotLoad> for SnapshotLoadConfig {
                 .map(|v| socket_path("uds_path", v.uds_path))
                 .transpose()?,
             clock_realtime: raw.clock_realtime,
-            huge_pages: raw.huge_pages,
+            huge_pages: raw.huge_pages.override_value(),
         })
     }
 }
@@ -232,5 +261,15 @@ mod tests {
                 .unwrap();
         assert_eq!(legacy.mem_backend.backend_type, MemBackendType::File);
         assert!(legacy.track_dirty_pages);
+    }
+
+    #[test]
+    fn huge_pages_snapshot_keeps_the_snapshots_and_unknown_fields_are_refused() {
+        let keep = parse(r#"{"snapshot_path":"/s","mem_file_path":"/m","huge_pages":"Snapshot"}"#);
+        assert_eq!(keep.unwrap().huge_pages, None);
+        let none = parse(r#"{"snapshot_path":"/s","mem_file_path":"/m","huge_pages":"None"}"#);
+        assert_eq!(none.unwrap().huge_pages, Some(HugePages::None));
+        let unknown = r#"{"snapshot_path":"/s","mem_file_path":"/m","bogus":1}"#;
+        assert!(serde_json::from_str::<RawSnapshotLoad>(unknown).is_err());
     }
 }
