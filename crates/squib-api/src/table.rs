@@ -159,7 +159,7 @@ macro_rules! for_each_api_action {
                 spec(PostBootOnly, Config, counts(&PATCH.hotplug_memory_count, &PATCH.hotplug_memory_fails), "Memory hotplug update error");
             /// `PUT /cpu-config`: a custom CPU template.
             PutCpuConfig(config: CpuConfig) => put_cpu_config:
-                PUT "/cpu-config", parse::validated::<cpu_config::RawCpuConfig, _>,
+                PUT "/cpu-config", parse::json::<CpuConfig>,
                 spec(PreBootOnly, Config, counts(&PUT.cpu_cfg_count, &PUT.cpu_cfg_fails), "Configure CPU error");
             /// `PUT /machine-config`: a full replacement.
             PutMachineConfig(config: MachineConfig) => put_machine_config:

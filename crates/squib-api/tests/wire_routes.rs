@@ -285,6 +285,10 @@ fn headers_are_title_case_with_server_and_keep_alive() {
     assert!(r.header("Content-Length").is_none() && r.header("Content-Type").is_none());
     let r = server.put("/mmds/config", r#"{"network_interfaces":["eth0"]}"#);
     assert_eq!(r.header("Deprecation"), Some("true"));
+    let r = server
+        .conn()
+        .request("PATCH", "/machine-config", r#"{"cpu_template":"T2"}"#);
+    assert_eq!(r.header("Deprecation"), Some("true"), "{}", r.raw_head);
 }
 
 #[test]
@@ -456,7 +460,7 @@ fn validation_rules_are_enforced_at_the_api() {
         ("PUT", "/vsock", &format!(r#"{{"guest_cid":3,"uds_path":"/{}"}}"#, "v".repeat(120)), "Vsock config error: The uds_path is too long"),
         ("PUT", "/logger", r#"{"level":"Loud"}"#, "Logger error: Invalid log level: Loud."),
         ("PUT", "/hotplug/memory", r#"{"total_size_mib":1024,"block_size_mib":3}"#, "Memory hotplug config error: The block size (MiB) must be a power of 2"),
-        ("PUT", "/cpu-config", r#"{"kvm_capabilities":["x"]}"#, "Configure CPU error: Invalid KVM capability"),
+        ("PUT", "/cpu-config", r#"{"kvm_capabilities":["x"]}"#, "An error occurred when deserializing the json body of a request: Failed to parse string [x] as a kvm capability - can not convert to numeric: invalid digit found in string at line 1 column 25."),
         ("PUT", "/snapshot/load", r#"{"snapshot_path":"/s","mem_file_path":"/m","mem_backend":{"backend_type":"File","backend_path":"/m"}}"#, "too many fields: either `mem_backend` or `mem_file_path` exclusively is required."),
     ];
     for (method, path, body, fault) in cases {

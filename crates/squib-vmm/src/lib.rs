@@ -6,6 +6,7 @@
 //! - [`event_sources`]: the VMM's own eventfds and timer on the event loop (API wake-ups,
 //!   vCPU stops, guest reset, periodic metrics).
 //! - [`builder`]: resources -> a running microVM, as named steps.
+//! - [`cpu_config`]: the CPU template (static or custom) checked and applied to each vCPU.
 //! - [`vstate`]: the KVM VM and the vCPU threads.
 //! - [`device_manager`]: buses, slots and interrupt routes for the devices.
 //! - [`vmm`]: the event loop on the main thread and the exit decision.
@@ -17,6 +18,7 @@
 pub mod builder;
 pub mod config_file;
 pub mod controller;
+pub mod cpu_config;
 pub mod device_manager;
 pub mod device_metrics;
 pub mod event_sources;

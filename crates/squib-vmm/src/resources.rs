@@ -14,8 +14,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use squib_api::schemas::{
-    BootSourceConfig, CacheType, DriveConfig, EntropyConfig, IoEngine, MachineConfig, MmdsConfig,
-    NetworkInterfaceConfig, SerialConfig, VsockConfig,
+    BootSourceConfig, CacheType, CpuConfig, DriveConfig, EntropyConfig, IoEngine, MachineConfig,
+    MmdsConfig, NetworkInterfaceConfig, SerialConfig, VsockConfig,
 };
 use squib_devices::virtio::block::disk::DiskFile;
 use squib_devices::virtio::block::{Block, BlockConfig, BlockError, CacheMode};
@@ -189,6 +189,8 @@ pub struct VmResources {
     pub entropy: Option<EntropyConfig>,
     /// MMDS configuration.
     pub mmds_config: Option<MmdsConfig>,
+    /// `PUT /cpu-config`: the custom CPU template, until a static `cpu_template` replaces it.
+    pub cpu_config: Option<CpuConfig>,
 }
 
 /// The vsock device `PUT /vsock` built, with the configuration it came from.

@@ -177,6 +177,23 @@ fn deprecated_fields_are_flagged() {
         Ok(Parsed::Action { deprecation, .. }) => deprecation.is_some(),
         other => panic!("{other:?}"),
     };
+    let patch = |body: &str| match parse_request("PATCH", "/machine-config", body.as_bytes()) {
+        Ok(Parsed::Action { deprecation, .. }) => deprecation,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        patch(r#"{"cpu_template":"None"}"#),
+        Some("PATCH /machine-config: cpu_template field is deprecated.")
+    );
+    assert_eq!(patch(r#"{"vcpu_count":2}"#), None);
+    assert!(flagged(
+        "/machine-config",
+        r#"{"vcpu_count":1,"mem_size_mib":128,"cpu_template":"None"}"#
+    ));
+    assert!(!flagged(
+        "/machine-config",
+        r#"{"vcpu_count":1,"mem_size_mib":128}"#
+    ));
     assert!(flagged(
         "/mmds/config",
         r#"{"network_interfaces":["eth0"]}"#
@@ -236,4 +253,23 @@ fn the_router_hands_the_row_its_fault_prefix() {
     );
     assert!(err("PUT", "/boot-source", r#"{"kernel_image_path":""}"#)
         .starts_with("Boot source error: "));
+}
+
+#[test]
+fn cpu_config_errors_read_like_firecrackers() {
+    assert_eq!(
+        err(
+            "PUT",
+            "/cpu-config",
+            r#"{"msr_modifiers":[{"addr":"16","bitmap":"0b1"}]}"#
+        ),
+        "An error occurred when deserializing the json body of a request: No supported number \
+         system prefix found in value [16]. Make sure to prefix the number with '0x' for \
+         hexadecimal numbers or '0b' for binary numbers. at line 1 column 30."
+    );
+    assert_eq!(err("PUT", "/cpu-config", ""), "Empty PUT request.");
+    assert!(matches!(
+        ok("PUT", "/cpu-config", r#"{"kvm_capabilities":["!56"]}"#),
+        ApiAction::PutCpuConfig(_)
+    ));
 }

@@ -66,25 +66,6 @@ pub enum SchemaError {
     /// A virtio-mem total size that is not a positive multiple of the slot size.
     #[error("The total size (MiB) must be a non-zero multiple of the slot size.")]
     InvalidHotplugTotalSize,
-    /// A number in a CPU template that does not parse.
-    #[error("Invalid {field} in the CPU template: {value:?}.")]
-    InvalidCpuTemplateNumber {
-        /// The JSON field.
-        field: &'static str,
-        /// What was given.
-        value: String,
-    },
-    /// A CPU template bitmap of the wrong length or alphabet.
-    #[error("Invalid bitmap in the CPU template: {value:?}. Expected \"0b\" and {bits} characters of 0, 1 or x.")]
-    InvalidCpuTemplateBitmap {
-        /// What was given.
-        value: String,
-        /// How many bits the register has.
-        bits: usize,
-    },
-    /// A KVM capability that is not `N` or `!N`.
-    #[error("Invalid KVM capability in the CPU template: {0:?}.")]
-    InvalidKvmCapability(String),
     /// Snapshot load with neither memory backend.
     #[error("missing field: either `mem_backend` or `mem_file_path` is required")]
     SnapshotMemBackendMissing,

@@ -10,17 +10,22 @@ use crate::routes::{parse, RouteInput};
 /// Most vCPUs Firecracker supports.
 pub const MAX_SUPPORTED_VCPUS: u8 = 32;
 
-/// Firecracker's deprecated static CPU templates.
+/// Firecracker's deprecated static CPU templates on x86_64, in the order its parse errors
+/// list them (Arm's `V1N1` is an unknown variant here, as in Firecracker on x86_64).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[allow(missing_docs)]
 pub enum CpuTemplate {
+    /// Intel: like an AWS C3 instance.
     C3,
+    /// Intel: like an AWS T2 instance.
     T2,
+    /// Intel: T2, and safe snapshot migration between Skylake and Cascade Lake.
     T2S,
-    T2CL,
-    T2A,
-    V1N1,
+    /// No template.
     None,
+    /// Intel: close to Cascade Lake, the instruction-set match of T2A.
+    T2CL,
+    /// AMD Milan: the instruction-set match of T2CL.
+    T2A,
 }
 
 /// Guest memory backing.
@@ -219,9 +224,13 @@ pub(crate) fn parse_put(input: &RouteInput<'_>) -> Result<MachineConfig, Request
     Ok(config)
 }
 
-/// `PATCH /machine-config`: a patch that changes nothing is an empty PATCH.
+/// `PATCH /machine-config`: a patch that changes nothing is an empty PATCH; `cpu_template`
+/// gets the same deprecation warning as in a PUT.
 pub(crate) fn parse_patch(input: &RouteInput<'_>) -> Result<MachineConfigPatch, RequestError> {
     let raw = parse::json::<RawMachineConfigPatch>(input)?;
+    if raw.cpu_template.is_some() {
+        input.deprecate("PATCH /machine-config: cpu_template field is deprecated.");
+    }
     MachineConfigPatch::try_from(raw).map_err(|source| match source {
         SchemaError::EmptyPatch => RequestError::EmptyPatch,
         source => RequestError::Invalid {
@@ -277,6 +286,22 @@ mod tests {
             json,
             r#"{"vcpu_count":1,"mem_size_mib":128,"smt":false,"track_dirty_pages":false,"huge_pages":"None"}"#
         );
+    }
+
+    #[test]
+    fn static_templates_are_firecrackers_x86_ones() {
+        let json = r#"{"vcpu_count":1,"mem_size_mib":128,"cpu_template":"V1N1"}"#;
+        let err = serde_json::from_str::<RawMachineConfig>(json).unwrap_err();
+        assert!(
+            err.to_string().starts_with(
+                "unknown variant `V1N1`, expected one of `C3`, `T2`, `T2S`, `None`, `T2CL`, `T2A`"
+            ),
+            "{err}"
+        );
+        let t2a = parse(r#"{"vcpu_count":1,"mem_size_mib":128,"cpu_template":"T2A"}"#).unwrap();
+        assert_eq!(t2a.cpu_template, Some(CpuTemplate::T2A));
+        let json = serde_json::to_value(&t2a).unwrap();
+        assert_eq!(json["cpu_template"], "T2A");
     }
 
     #[test]

@@ -2,13 +2,16 @@
 //!
 //! Top-level keys are kebab-case; unknown top-level keys are ignored (as Firecracker), every
 //! section goes through the same `Raw*` type and `TryFrom` validation as its HTTP route.
-//! `logger`, `metrics` and `cpu-config` always serialise as `null`, as Firecracker does.
+//! `logger` and `metrics` always serialise as `null`, as Firecracker does. `cpu-config` shows
+//! the custom CPU template that was set (Firecracker always shows `null`), so that the
+//! document, given back as a configuration file or kept in a snapshot, describes the same
+//! CPU.
 
 use serde::{Deserialize, Serialize, Serializer};
 
 use super::balloon::{BalloonConfig, RawBalloon};
 use super::boot_source::{BootSourceConfig, RawBootSource};
-use super::cpu_config::{CpuConfig, RawCpuConfig};
+use super::cpu_config::CpuConfig;
 use super::drive::{DriveConfig, RawDrive};
 use super::entropy::{EntropyConfig, RawEntropy};
 use super::error::SchemaError;
@@ -81,8 +84,8 @@ pub struct VmConfig {
     /// Kernel, initrd, command line.
     #[serde(rename = "boot-source")]
     pub boot_source: BootSourceConfig,
-    /// Custom CPU template (serialised as `null`).
-    #[serde(rename = "cpu-config", serialize_with = "always_null")]
+    /// Custom CPU template.
+    #[serde(rename = "cpu-config")]
     pub cpu_config: Option<CpuConfig>,
     /// Logger (serialised as `null`).
     #[serde(serialize_with = "always_null")]
@@ -142,10 +145,7 @@ fn cpu_config(value: Option<serde_json::Value>) -> Result<Option<CpuConfig>, VmC
     match value {
         None | Some(serde_json::Value::Null) => Ok(None),
         Some(serde_json::Value::String(_)) => Err(VmConfigError::CpuConfigPath),
-        Some(inline) => opt_section(
-            "cpu-config",
-            Some(serde_json::from_value::<RawCpuConfig>(inline)?),
-        ),
+        Some(inline) => Ok(Some(serde_json::from_value::<CpuConfig>(inline)?)),
     }
 }
 
@@ -198,6 +198,27 @@ mod tests {
         assert_eq!(keys.len(), 13);
         let again = VmConfig::from_json(serde_json::to_string(&value).unwrap().as_bytes()).unwrap();
         assert_eq!(again.drives, config.drives);
+    }
+
+    #[test]
+    fn the_custom_cpu_template_is_shown_and_read_back() {
+        let json = br#"{"boot-source": {"kernel_image_path": "/k"},
+            "cpu-config": {"kvm_capabilities": ["!56"],
+                "msr_modifiers": [{"addr": "0x10a", "bitmap": "0b1"}]}}"#;
+        let config = VmConfig::from_json(json).unwrap();
+        let value = serde_json::to_value(&config).unwrap();
+        assert_eq!(value["cpu-config"]["kvm_capabilities"][0], "!56");
+        assert_eq!(value["cpu-config"]["msr_modifiers"][0]["addr"], "0x10a");
+        let again = VmConfig::from_json(value.to_string().as_bytes()).unwrap();
+        assert_eq!(again.cpu_config, config.cpu_config);
+        let none = VmConfig::from_json(br#"{"boot-source": {"kernel_image_path": "/k"}}"#).unwrap();
+        let value = serde_json::to_value(&none).unwrap();
+        assert_eq!(value["cpu-config"], serde_json::Value::Null);
+        let bad = br#"{"boot-source": {"kernel_image_path": "/k"}, "cpu-config": {"kvm_capabilities": ["x"]}}"#;
+        assert!(VmConfig::from_json(bad)
+            .unwrap_err()
+            .to_string()
+            .starts_with("Failed to parse string [x] as a kvm capability"));
     }
 
     #[test]

@@ -40,6 +40,9 @@ pub enum StartMicrovmError {
     /// The ACPI tables could not be written.
     #[error("Cannot write the ACPI tables: {0}")]
     Acpi(#[from] squib_arch::acpi::AcpiError),
+    /// The CPU template does not fit this host or its KVM.
+    #[error(transparent)]
+    CpuConfig(#[from] crate::cpu_config::CpuConfigError),
     /// CPUID normalisation failed.
     #[error("Cannot configure CPUID: {0}")]
     Cpuid(#[from] squib_arch::cpuid::CpuidError),

@@ -6,19 +6,18 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use event_manager::{EventManager, MutEventSubscriber, SubscriberOps};
-use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
 use kvm_ioctls::{Kvm, VcpuFd};
 use linux_loader::cmdline::Cmdline;
 use squib_arch::acpi::{create_acpi_tables, AcpiConfig};
 use squib_arch::boot::{configure_system, BootConfig};
 use squib_arch::cpuid::pvm::PVM_GUEST_KERNEL_ARGS;
-use squib_arch::cpuid::{host_is_kvm_pvm, normalize_cpuid, CpuidConfig};
+use squib_arch::cpuid::{host_is_kvm_pvm, CpuidConfig};
 use squib_arch::kernel::{load_initrd_above, load_kernel, LoadedKernel};
 use squib_arch::layout::CMDLINE_MAX_SIZE;
 use squib_arch::memory::create_guest_memory;
 use squib_arch::memory::GuestMemoryMmap;
 use squib_arch::mptable::setup_mptable;
-use squib_arch::regs::{setup_boot_vcpu_state, setup_fpu_and_msrs, setup_lapic};
+use squib_arch::regs::{setup_boot_vcpu_state, setup_lapic};
 use squib_devices::legacy::boot_timer::{BootTimer, TimestampUs};
 use squib_devices::legacy::serial::{RateLimitedOutput, SerialDevice, SerialInput, StdoutPump};
 use squib_devices::rate_limiter::{RateLimiter, TokenBucket};
@@ -29,6 +28,7 @@ use squib_devices::virtio::rng::{self, Entropy};
 use squib_devices::virtio::vsock::Vsock;
 use vmm_sys_util::eventfd::EventFd;
 
+use crate::cpu_config::{CpuTemplateChoice, VcpuCpuConfig};
 use crate::device_manager::{
     CloneDevices, DeviceManager, LegacyDevices, SharedI8042, SharedSerial,
 };
@@ -107,6 +107,7 @@ pub fn build_microvm(
     let machine = resources.machine_config();
 
     let kvm = Kvm::new().map_err(StartMicrovmError::Kvm)?;
+    let mut cpu = VcpuCpuConfig::new(&kvm, CpuTemplateChoice::of(resources))?;
     let mem = create_guest_memory(machine.mem_size_mib)?;
     let vm = Vm::new(&kvm)?;
     vm.register_memory(&mem, machine.track_dirty_pages)?;
@@ -148,12 +149,19 @@ pub fn build_microvm(
         },
     )?;
 
-    let vcpu_fds = create_vcpus(&kvm, &vm, &mem, &kernel, machine.vcpu_count, machine.smt)?;
+    let vcpu_fds = create_vcpus(
+        &vm,
+        &mem,
+        &kernel,
+        &mut cpu,
+        machine.vcpu_count,
+        machine.smt,
+    )?;
     let cmdline = cmdline
         .as_cstring()
         .map(|c| c.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let state_caps = Arc::new(vm.vcpu_state_caps(&kvm)?);
+    let state_caps = Arc::new(vm.vcpu_state_caps(&kvm)?.with_msrs(&cpu.msr_indices()));
     let parts = VmParts {
         vm,
         mem,
@@ -487,18 +495,17 @@ fn build_cmdline(
     Ok(cmdline)
 }
 
-/// Create and configure every vCPU (on this thread, before any runs).
+/// Create and configure every vCPU (on this thread, before any runs): CPUID, MSRs and FPU
+/// from `cpu` (the CPU template, then the normalisation and boot MSRs), LAPIC, and the boot
+/// vCPU's registers.
 fn create_vcpus(
-    kvm: &Kvm,
     vm: &Vm,
     mem: &GuestMemoryMmap,
     kernel: &LoadedKernel,
+    cpu: &mut VcpuCpuConfig,
     vcpu_count: u8,
     smt: bool,
 ) -> Result<Vec<VcpuFd>, StartMicrovmError> {
-    let supported = kvm
-        .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
-        .map_err(StartMicrovmError::Kvm)?;
     let hide_pvm_unsupported = host_is_kvm_pvm();
     let mut fds = Vec::with_capacity(usize::from(vcpu_count));
     for index in 0..vcpu_count {
@@ -506,9 +513,8 @@ fn create_vcpus(
             .fd()
             .create_vcpu(u64::from(index))
             .map_err(StartMicrovmError::Kvm)?;
-        let mut cpuid = supported.clone();
-        normalize_cpuid(
-            &mut cpuid,
+        cpu.configure(
+            &fd,
             &CpuidConfig {
                 vcpu_index: index,
                 vcpu_count,
@@ -516,8 +522,6 @@ fn create_vcpus(
                 hide_pvm_unsupported,
             },
         )?;
-        fd.set_cpuid2(&cpuid).map_err(StartMicrovmError::Kvm)?;
-        setup_fpu_and_msrs(&fd)?;
         setup_lapic(&fd)?;
         if index == 0 {
             setup_boot_vcpu_state(&fd, mem, kernel)?;

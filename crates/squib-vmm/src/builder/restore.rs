@@ -11,6 +11,7 @@ use squib_arch::memory::GuestMemoryMmap;
 
 use super::{attach_devices, run_vm, BuildContext, RunningVm, StartMicrovmError, Subscriber};
 use super::{VcpuStart, VmParts};
+use crate::cpu_config::CpuTemplateChoice;
 use crate::device_manager::{CloneDevices, DeviceManager};
 use crate::resources::VmResources;
 use crate::snapshot::MicrovmState;
@@ -70,7 +71,9 @@ pub fn restore_microvm(
     let kvm = Kvm::new().map_err(VmError::OpenKvm)?;
     let vm = Vm::new(&kvm)?;
     vm.register_memory(&mem, machine.track_dirty_pages)?;
-    let state_caps = Arc::new(vm.vcpu_state_caps(&kvm)?);
+    // The template's MSRs, saved again in a snapshot of the restored VM.
+    let template_msrs = CpuTemplateChoice::of(resources).msr_indices();
+    let state_caps = Arc::new(vm.vcpu_state_caps(&kvm)?.with_msrs(&template_msrs));
     let vcpu_fds = restore_vcpus(&vm, &state_caps, state)?;
     vm.restore_state(&state.vm, ctx.clock_realtime)
         .map_err(RestoreMicrovmError::VmState)?;

@@ -201,19 +201,9 @@ fn what_squib_cannot_build_yet_is_refused_when_put_naming_it() {
             "virtio-mem (memory hotplug) is not supported by squib yet.",
         ),
         (
-            "/cpu-config",
-            json!({"kvm_capabilities": ["121"]}),
-            "Custom CPU templates (PUT /cpu-config) is not supported by squib yet.",
-        ),
-        (
             "/machine-config",
             json!({"vcpu_count": 1, "mem_size_mib": 128, "huge_pages": "2M"}),
             "Huge pages (huge_pages) is not supported by squib yet.",
-        ),
-        (
-            "/machine-config",
-            json!({"vcpu_count": 1, "mem_size_mib": 128, "cpu_template": "T2"}),
-            "Static CPU templates (cpu_template) is not supported by squib yet.",
         ),
     ];
     for (path, body, message) in cases {

@@ -1,11 +1,11 @@
-//! Machine-wide configuration: machine config, boot source, CPU template, serial, and the GET
-//! views of the store (`/vm/config`, `/machine-config`).
+//! Machine-wide configuration: machine config, boot source, CPU templates (static and
+//! custom: one replaces the other), serial, and the GET views of the store (`/vm/config`,
+//! `/machine-config`).
 
 use squib_api::action::ApiResponse;
 use squib_api::schemas::vm_config::VmConfig;
 use squib_api::schemas::{
-    BootSourceConfig, CpuConfig, CpuTemplate, HugePages, MachineConfig, MachineConfigPatch,
-    SerialConfig,
+    BootSourceConfig, CpuConfig, HugePages, MachineConfig, MachineConfigPatch, SerialConfig,
 };
 
 use crate::controller::{not_supported, ActionError, ActionResult};
@@ -23,18 +23,18 @@ pub(crate) fn json_response(value: &impl serde::Serialize) -> ActionResult {
 }
 
 impl Vmm {
-    /// `PUT /machine-config`: a full replacement.
+    /// `PUT /machine-config`: a full replacement, but for the CPU template: without
+    /// `cpu_template` the template chosen before (static or custom) stays, as in Firecracker;
+    /// with one (`None` included) it replaces a custom template, since the last choice wins.
     /// Settings squib does not implement yet are refused here, naming them, rather than
     /// accepted and ignored.
-    pub(crate) fn put_machine_config(&mut self, config: MachineConfig) -> ActionResult {
+    pub(crate) fn put_machine_config(&mut self, mut config: MachineConfig) -> ActionResult {
         if config.huge_pages != HugePages::None {
             return Err(not_supported("Huge pages (huge_pages)"));
         }
-        if config
-            .cpu_template
-            .is_some_and(|template| template != CpuTemplate::None)
-        {
-            return Err(not_supported("Static CPU templates (cpu_template)"));
+        match config.cpu_template {
+            None => config.cpu_template = self.resources.machine_config().cpu_template,
+            Some(_) => self.resources.cpu_config = None,
         }
         self.resources.set_machine_config(config);
         Ok(ApiResponse::NoContent)
@@ -58,9 +58,14 @@ impl Vmm {
         Ok(ApiResponse::NoContent)
     }
 
-    /// `PUT /cpu-config`: custom CPU templates are not applied yet.
-    pub(crate) fn put_cpu_config(&mut self, _config: CpuConfig) -> ActionResult {
-        Err(not_supported("Custom CPU templates (PUT /cpu-config)"))
+    /// `PUT /cpu-config`: the custom template replaces a static one (the last choice wins);
+    /// it is checked against the host at `InstanceStart`.
+    pub(crate) fn put_cpu_config(&mut self, config: CpuConfig) -> ActionResult {
+        let mut machine = self.resources.machine_config().clone();
+        machine.cpu_template = None;
+        self.resources.set_machine_config(machine);
+        self.resources.cpu_config = Some(config);
+        Ok(ApiResponse::NoContent)
     }
 
     /// `PUT /serial`.
@@ -85,7 +90,7 @@ impl Vmm {
                 .map(|d| d.config.clone())
                 .collect(),
             boot_source: r.boot_source_config().cloned().unwrap_or_default(),
-            cpu_config: None,
+            cpu_config: r.cpu_config.clone(),
             logger: None,
             machine_config: r.machine_config().clone(),
             metrics: None,

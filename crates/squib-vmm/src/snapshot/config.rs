@@ -1,8 +1,9 @@
 //! The VM configuration a snapshot carries, and how a load turns it back into a resource
 //! store: the `--config-file` document of the snapshotted VM, changed by the load request's
 //! overrides, then replayed through the same validated API actions as a configuration file
-//! — all but the boot source, which a restored guest no longer needs (its kernel is in guest
-//! memory; the file need not exist any more).
+//! (machine configuration, CPU template, devices) — all but the boot source, which a
+//! restored guest no longer needs (its kernel is in guest memory; the file need not exist
+//! any more).
 
 use squib_api::action::{ApiAction, ApiResponse};
 use squib_api::schemas::vm_config::VmConfig;
@@ -48,7 +49,12 @@ impl Vmm {
         // Not replayed (no file is opened), but kept: a snapshot of the restored VM names it.
         self.resources
             .set_restored_boot_source(std::mem::take(&mut config.boot_source));
+        // The CPU template is the snapshot's, not one set before the load. It is kept as
+        // configuration only (`GET /vm/config`, a later snapshot): the guest's CPUID and MSRs
+        // come back with the vCPU states.
+        self.resources.cpu_config = None;
         let mut actions = vec![ApiAction::PutMachineConfig(config.machine_config.clone())];
+        actions.extend(config.cpu_config.take().map(ApiAction::PutCpuConfig));
         actions.extend(device_actions(config));
         for action in actions {
             if let ApiResponse::Fault { fault_message, .. } = self.handle_action(action) {

@@ -122,6 +122,16 @@ impl VcpuStateCaps {
     pub fn msrs(&self) -> &[u32] {
         &self.msrs
     }
+
+    /// These capabilities, saving `extra` MSRs too: a CPU template's, which the host's list
+    /// may lack or squib would otherwise leave out, so that a restored guest keeps them.
+    #[must_use]
+    pub fn with_msrs(mut self, extra: &[u32]) -> Self {
+        self.msrs.extend_from_slice(extra);
+        self.msrs.sort_unstable();
+        self.msrs.dedup();
+        self
+    }
 }
 
 /// Save the state of a vCPU that is out of `KVM_RUN` (paused, or not started).
