@@ -135,6 +135,8 @@ expect "squib.action=reboot squib.boot_timer=1" "FAKE devmem 0xc0000000 8 123" S
 expect "squib.action=tick squib.ticks=3" "SQUIB tick 1" "SQUIB tick 3" "SQUIB ticks done" "FAKE reboot -f"
 expect "squib.action=tick squib.ticks=3 squib.tick_period=0.01" "SQUIB tick-period 0.01" "SQUIB tick 3" \
     "SQUIB ticks done" "FAKE reboot -f"
+expect "squib.action=tick squib.ticks=50 squib.tick_period=0" "SQUIB tick-period 0" "SQUIB tick 50" \
+    "SQUIB ticks done" "FAKE reboot -f"
 expect "squib.action=blk-write squib.blk_tag=abc" "SQUIB blk-write done" "FAKE reboot -f"
 grep -Fxq "SQUIB-BLK-PATTERN abc" "$root/t/dev/vdb" || { echo "test-init.sh: blk-write pattern missing" >&2; failures=$((failures + 1)); }
 expect "squib.action=blk-write squib.blk_tag=abc squib.blk_ro=vdc" "SQUIB blk-ro-write failed" \
