@@ -1,6 +1,6 @@
-//! The guest's serial console as a VMM writes it to its stdout file, read while it grows and
-//! searched for the guest kit's tick lines (`SQUIB tick <n>`), so the benchmark can tell
-//! when a guest runs: after its boot, and again after a restore.
+//! The guest's serial console as a VMM writes it to its stdout file, read while it grows:
+//! its first new byte, and the guest kit's tick lines (`SQUIB tick <n>`), tell the benchmark
+//! when a guest runs, after its boot and again after a restore.
 
 use std::fs::File;
 use std::io::Read;
@@ -36,6 +36,31 @@ impl Console {
             file,
             pending: Vec::new(),
         })
+    }
+
+    /// Waits for the console's first byte not read yet; returns when it was seen (it stays
+    /// unconsumed). Fails when `vmm` exits or after `timeout`.
+    pub fn wait_for_output(
+        &mut self,
+        vmm: &mut VmmProcess,
+        timeout: Duration,
+    ) -> Result<Instant, String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.read_new()?;
+            if !self.pending.is_empty() {
+                return Ok(Instant::now());
+            }
+            vmm.check_running()
+                .map_err(|e| format!("the guest stopped before printing: {e}"))?;
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "nothing on the guest console within {} s",
+                    timeout.as_secs()
+                ));
+            }
+            std::thread::sleep(POLL);
+        }
     }
 
     /// Waits for the next whole tick line; returns when it was seen and the console text up
@@ -172,6 +197,27 @@ mod tests {
             .unwrap();
         assert_eq!(text, b"SQUIB tick 2\r\n");
         let _ = vmm.kill();
+    }
+
+    #[test]
+    fn wait_for_output_sees_the_first_new_byte_and_keeps_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("console.txt");
+        let mut writer = File::create(&path).unwrap();
+        let mut console = Console::open(&path).unwrap();
+        let mut vmm = VmmProcess::spawn(Path::new("/bin/sh"), "t", false).unwrap();
+        writer.write_all(b"9\r\nSQUIB tick 10\r\n").unwrap();
+        console
+            .wait_for_output(&mut vmm, Duration::from_secs(5))
+            .unwrap();
+        let (_, text) = console
+            .wait_for_tick(&mut vmm, Duration::from_secs(5))
+            .unwrap();
+        assert_eq!(text, b"9\r\nSQUIB tick 10\r\n");
+        let err = console
+            .wait_for_output(&mut vmm, Duration::from_secs(30))
+            .unwrap_err();
+        assert!(err.contains("stopped before printing"), "{err}");
     }
 
     #[test]

@@ -2,47 +2,52 @@
 //! process, and what a restored VMM costs in memory, for each guest size.
 //!
 //! Guest boots cost tens of CPU seconds on `kvm_pvm`, so each binary boots ONE guest per
-//! size (round 0, not measured), pauses it, saves a Full snapshot and exits. Every later
-//! round continues that binary's chain in a fresh process:
-//! 1. `PUT /snapshot/load` (memory file mapped, `resume_vm`), timed to its 204 and to the
-//!    guest's first new console line (the guest prints a tick line every 10 ms);
+//! size (round 0, not measured), pauses it, saves a Full base snapshot and exits. Every
+//! later round, in fresh processes:
+//! 1. `PUT /snapshot/load` of the base snapshot (memory file mapped, `resume_vm`), timed to
+//!    its 204 and to the guest's first new console byte (the guest prints continuously);
 //! 2. after one second of guest run: the VMM's memory overhead (smaps) and the load time the
 //!    VMM reports in its metrics (`latencies_us.vmm_load_snapshot`, else `load_snapshot`);
-//! 3. pause, `PUT /snapshot/create` Full (timed; it becomes the next round's snapshot),
-//!    resume, one second of guest run, pause, `PUT /snapshot/create` Diff (timed).
+//! 3. pause, `PUT /snapshot/create` Full (timed), resume, one second of guest run, pause,
+//!    `PUT /snapshot/create` Diff (timed), exit;
+//! 4. that Full snapshot of a restored guest is loaded in one more process (timed to its
+//!    204, and the guest must print a whole line), which shows a restored guest can be
+//!    saved and restored again.
 //!
 //! Rounds alternate binaries (A B A B), and only one guest runs at a time. A VMM that
 //! refuses a request (a Diff it does not support yet) makes that figure "not run" with its
 //! `fault_message`, never a number.
 
-mod chain;
 mod console;
 mod replies;
+mod series;
 
 use std::path::Path;
 
 use super::{alternate, boot};
 use crate::report::{Figure, FigureDef};
-use chain::Chain;
+use series::Series;
 
-/// How often the guest prints its tick line (`squib.tick_period`, seconds), so the first
-/// line after a resume comes at most this late after the guest runs again.
-pub const TICK_PERIOD: &str = "0.01";
+/// The guest's pause between two tick lines (`squib.tick_period`, seconds): none, so a
+/// restored guest's first output comes as soon as it runs, wherever it was paused.
+pub const TICK_PERIOD: &str = "0";
 
 /// What the report says about this scenario's method (a paragraph of its header).
 pub const METHOD: &str = "\
 Snapshot figures: each binary boots one 1-vCPU guest per size with the serial console on
-and the guest kit's `squib.action=tick squib.tick_period=0.01` (a console line every 10 ms),
-saves it (Full) and exits; then every round restores the latest snapshot in a new process
-(`mem_backend` File, `resume_vm: true`), measures, saves it again (Full, the next round's
-snapshot, then Diff after one more second of guest run) and exits. Rounds alternate A B A B;
-one guest runs at a time. *load* is `PUT /snapshot/load` to its 204; *first output* is from
-the same request to the first whole new tick line on the restored process's stdout, so up to
-one turn of the guest's tick loop is part of it (10 ms asked for; a slow guest turns slower:
-about 70 ms on `kvm_pvm`, where guest code is emulated); *memory overhead* is the restored
-VMM's RSS outside guest-memory-sized mappings, one second after the resume. Dirty-page
-tracking is asked for at boot and load (`track_dirty_pages`) and left off where the VMM
-refuses it. Create times include the VMM's `fsync` of both files, so they follow the disk.
+and the guest kit's `squib.action=tick squib.tick_period=0` (its shell prints tick lines
+without pause), saves it (Full, the base snapshot) and exits. Then every round, in new
+processes, loads the base snapshot (`mem_backend` File, `resume_vm: true`), measures, saves
+the restored guest (Full, then Diff after one more second of guest run), exits, and loads
+that Full snapshot in one more process (*reload*). Rounds alternate A B A B; one guest runs
+at a time. *load* is `PUT /snapshot/load` to its 204; *first output* is from the same
+request to the first new byte on the restored process's stdout (the serial console): the
+restore, the resume, and the rest of the guest's current turn of its print loop (on
+`kvm_pvm`, where guest code is emulated, a turn takes about 40 ms; every round restores the
+same point of it); *memory overhead* is the restored VMM's RSS outside guest-memory-sized
+mappings, one second after the resume. Dirty-page tracking is asked for at boot and load
+(`track_dirty_pages`) and left off where the VMM refuses it. Create times include the VMM's
+`fsync` of both files, so they follow the disk.
 ";
 
 /// One guest size and its figures.
@@ -51,7 +56,7 @@ pub struct SnapshotSize {
     /// Guest memory.
     pub mem_mib: u64,
     /// The figures, in [`keys`] order.
-    pub figures: [FigureDef; 6],
+    pub figures: [FigureDef; 7],
 }
 
 /// The sizes that can be measured.
@@ -80,14 +85,17 @@ pub mod keys {
     pub const FIRST_OUTPUT: &str = "first_output_ms";
     /// Restored VMM's memory overhead.
     pub const OVERHEAD: &str = "restored_overhead_kib";
+    /// Load of a snapshot taken from a restored guest.
+    pub const RELOAD: &str = "reload_ms";
     /// Every key, in figure order.
-    pub const ALL: [&str; 6] = [
+    pub const ALL: [&str; 7] = [
         CREATE_FULL,
         CREATE_DIFF,
         LOAD,
         LOAD_REPORTED,
         FIRST_OUTPUT,
         OVERHEAD,
+        RELOAD,
     ];
 }
 
@@ -105,7 +113,7 @@ const fn def(
     }
 }
 
-const fn figures(scenario: &'static str) -> [FigureDef; 6] {
+const fn figures(scenario: &'static str) -> [FigureDef; 7] {
     let s = scenario;
     [
         def(s, 0, "create Full (restored guest, paused)", "ms"),
@@ -117,12 +125,23 @@ const fn figures(scenario: &'static str) -> [FigureDef; 6] {
             "load as the VMM times it (metrics: vmm_load_snapshot, else load_snapshot)",
             "us",
         ),
-        def(s, 4, "load request to first new guest console line", "ms"),
+        def(
+            s,
+            4,
+            "load request to first guest console byte after resume",
+            "ms",
+        ),
         def(
             s,
             5,
             "VMM memory overhead while restored (smaps RSS)",
             "KiB",
+        ),
+        def(
+            s,
+            6,
+            "reload: load of a Full snapshot of a restored guest, to its 204",
+            "ms",
         ),
     ]
 }
@@ -133,7 +152,7 @@ pub fn size(mem_mib: u64) -> Option<SnapshotSize> {
 }
 
 /// The snapshot guest's command line: Firecracker's, serial console on (quietly: every
-/// console byte is a VM exit), plus what this host needs and the fast tick loop.
+/// console byte is a VM exit), plus what this host needs and the print loop.
 pub fn default_boot_args(kvm_pvm: bool) -> String {
     format!(
         "console=ttyS0 quiet {} squib.action=tick squib.tick_period={TICK_PERIOD}",
@@ -156,14 +175,14 @@ pub fn figures_for(
             out.extend(size.figures.map(|d| Figure::not_run(d, binaries.len(), p)));
             continue;
         }
-        let mut chains: Vec<Chain> = binaries.iter().map(|_| Chain::new(*size)).collect();
-        // Round 0 boots each binary's guest and takes its first snapshot: no figure.
+        let mut series: Vec<Series> = binaries.iter().map(|_| Series::new(*size)).collect();
+        // Round 0 boots each binary's guest and takes its base snapshot: no figure.
         out.extend(alternate(&size.figures, binaries, rounds + 1, |b, r| {
             let id = format!("bench-snap{}-{}-{r}", size.mem_mib, ["a", "b"][b.min(1)]);
-            match (chains.get_mut(b), r) {
-                (None, _) => Err("no chain for this binary".to_owned()),
-                (Some(chain), 0) => chain.start(binaries[b], &id, guest).map(|()| Vec::new()),
-                (Some(chain), _) => chain.round(binaries[b], &id),
+            match (series.get_mut(b), r) {
+                (None, _) => Err("no series for this binary".to_owned()),
+                (Some(s), 0) => s.start(binaries[b], &id, guest).map(|()| Vec::new()),
+                (Some(s), _) => s.round(binaries[b], &id),
             }
         }));
     }
@@ -186,13 +205,13 @@ mod tests {
     }
 
     #[test]
-    fn boot_args_turn_the_console_on_with_the_fast_tick() {
+    fn boot_args_turn_the_console_on_with_the_print_loop() {
         let args = default_boot_args(true);
         assert!(args.starts_with("console=ttyS0 "), "{args}");
         assert!(!args.contains("8250.nr_uarts=0"), "{args}");
         assert!(args.contains("noxsave"), "{args}");
         assert!(
-            args.ends_with("squib.action=tick squib.tick_period=0.01"),
+            args.ends_with("squib.action=tick squib.tick_period=0"),
             "{args}"
         );
         assert!(!default_boot_args(false).contains("noxsave"));
@@ -209,7 +228,7 @@ mod tests {
         };
         let bins = [Path::new("/a"), Path::new("/b")];
         let figs = figures_for(&bins, &guest, &SIZES, 3, Some("no kit"));
-        assert_eq!(figs.len(), 12);
+        assert_eq!(figs.len(), 14);
         assert!(figs.iter().all(|f| f.outcomes.len() == 2
             && f.outcomes.iter().all(|o| matches!(
                 o,

@@ -1,11 +1,12 @@
-//! One binary's chain of snapshots for one guest size: the boot that starts it, then rounds
-//! that each restore the latest snapshot in a new process, measure it, and save it again.
+//! One binary's series of snapshot rounds for one guest size: the boot that takes the base
+//! snapshot, then rounds that each restore it in a new process, measure, and save the
+//! restored guest again.
 //!
-//! The chain owns the snapshot files, so they outlive the processes that wrote them. A
-//! round writes its Full snapshot under a new name (the running process still maps the
-//! memory file it was restored from, and overwriting that in place would change its guest
-//! memory) and only then drops the previous one; a round whose Full save fails leaves the
-//! previous snapshot for the next round.
+//! Every round loads the same base snapshot rather than the previous round's: the figures
+//! then compare like with like (same guest state, same point in its print loop), and a VMM
+//! whose snapshots of restored guests cannot be loaded still gets its load figures (it then
+//! fails the load-after-restore check instead, see [`Series::round`]). The series owns its
+//! files, so they outlive the processes that wrote them.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -26,7 +27,7 @@ const API_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long the guest runs where a step wants it to have run "a little": before the memory
 /// is measured, and between the Full and the Diff snapshot.
 const RUN: Duration = Duration::from_secs(1);
-/// Time a restored guest gets to print its first tick line.
+/// Time a restored guest gets to print.
 const RESUME_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Where a VMM reports its own load time, in order of preference: the VMM's handling
@@ -57,40 +58,38 @@ impl SnapshotFiles {
     }
 }
 
-/// One binary's chain for one guest size.
-pub struct Chain {
+/// One binary's rounds for one guest size.
+pub struct Series {
     size: SnapshotSize,
-    /// Where the snapshots live (deleted with the chain).
+    /// Where the snapshots live (deleted with the series).
     dir: Option<tempfile::TempDir>,
-    /// The snapshot the next round loads, or why there is none.
-    latest: Result<SnapshotFiles, String>,
-    /// Snapshots saved so far, to name the next one.
-    saves: usize,
+    /// The base snapshot every round loads, or why there is none.
+    base: Result<SnapshotFiles, String>,
     /// Whether the VMM accepted dirty-page tracking at boot (then it is asked for at loads).
     tracking: bool,
-    /// Why the first-output figure would mean nothing, when the guest does not tick fast.
-    slow_ticks: Option<String>,
+    /// Why the first-output figure would mean something else, when the guest does not
+    /// print continuously.
+    not_continuous: Option<String>,
 }
 
-impl Chain {
-    /// A chain not started yet.
-    pub fn new(size: SnapshotSize) -> Chain {
-        Chain {
+impl Series {
+    /// A series whose guest has not booted yet.
+    pub fn new(size: SnapshotSize) -> Series {
+        Series {
             size,
             dir: None,
-            latest: Err("the guest has not booted".to_owned()),
-            saves: 0,
+            base: Err("the guest has not booted".to_owned()),
             tracking: false,
-            slow_ticks: None,
+            not_continuous: None,
         }
     }
 
-    /// Boots the guest with `binary`, waits for its first tick, saves the chain's first
-    /// snapshot (Full) and stops it.
+    /// Boots the guest with `binary`, waits for its first tick, saves the base snapshot
+    /// (Full) and stops it.
     pub fn start(&mut self, binary: &Path, id: &str, guest: &Guest) -> Result<(), String> {
         let started = self.boot_and_save(binary, id, guest);
         if let Err(e) = &started {
-            self.latest = Err(format!("the first snapshot failed: {e}"));
+            self.base = Err(format!("the base snapshot failed: {e}"));
         }
         started
     }
@@ -100,6 +99,7 @@ impl Chain {
             .prefix("squib-bench-snap-")
             .tempdir()
             .map_err(|e| format!("cannot create the snapshot directory: {e}"))?;
+        let base = SnapshotFiles::in_dir(dir.path(), "base");
         self.dir = Some(dir);
         let mut vmm = VmmProcess::spawn(binary, id, false).map_err(|e| e.to_string())?;
         let mut api = vmm.wait_api(API_TIMEOUT).map_err(|e| e.to_string())?;
@@ -109,32 +109,31 @@ impl Chain {
         expect(&mut api, "PUT", "/actions", Some(&start), 204)?;
         let mut console = Console::open(&vmm.console)?;
         let (_, boot_text) = console.wait_for_tick(&mut vmm, guest.timeout)?;
-        self.slow_ticks = slow_ticks(announced_tick_period(&boot_text).as_deref());
+        self.not_continuous = not_continuous(announced_tick_period(&boot_text).as_deref());
         // The server may close a connection left idle through a long boot: open a new one.
         let mut api = ApiClient::connect(&vmm.socket, REQUEST_TIMEOUT)
             .map_err(|e| format!("cannot reconnect to the API after boot: {e}"))?;
         set_vm_state(&mut api, "Paused")?;
-        let files = self.next_files()?;
         timed_204(
             &mut api,
             "PUT",
             "/snapshot/create",
-            &create_body("Full", &files),
+            &create_body("Full", &base),
         )?;
         vmm.kill().map_err(|e| e.to_string())?;
-        self.latest = Ok(files);
+        self.base = Ok(base);
         Ok(())
     }
 
-    /// One measured round in a new process of `binary`; see the module doc of
-    /// [`super`]. Figures the round did not get to carry the reason it stopped.
+    /// One measured round in a new process of `binary`: see the steps in [`super`]. Figures
+    /// the round did not get to carry the reason it stopped.
     pub fn round(&mut self, binary: &Path, id: &str) -> Result<Samples, String> {
-        let files = match &self.latest {
+        let base = match &self.base {
             Ok(files) => files.clone(),
             Err(e) => return Err(format!("no snapshot to load: {e}")),
         };
         let mut samples = Samples::new();
-        if let Err(e) = self.measure(binary, id, &files, &mut samples) {
+        if let Err(e) = self.measure(binary, id, &base, &mut samples) {
             for key in keys::ALL {
                 if !samples.iter().any(|(k, _)| *k == key) {
                     samples.push((key, Err(e.clone())));
@@ -148,26 +147,24 @@ impl Chain {
         &mut self,
         binary: &Path,
         id: &str,
-        files: &SnapshotFiles,
+        base: &SnapshotFiles,
         samples: &mut Samples,
     ) -> Result<(), String> {
         let mut vmm = VmmProcess::spawn(binary, id, false).map_err(|e| e.to_string())?;
         let mut api = vmm.wait_api(API_TIMEOUT).map_err(|e| e.to_string())?;
         let mut console = Console::open(&vmm.console)?;
         let start = Instant::now();
-        let load = timed_204(
-            &mut api,
-            "PUT",
-            "/snapshot/load",
-            &load_body(files, self.tracking),
-        )?;
+        let body = load_body(base, self.tracking);
+        let load = timed_204(&mut api, "PUT", "/snapshot/load", &body)?;
         samples.push((keys::LOAD, Ok(ms(load))));
-        let (first_line, _) = console.wait_for_tick(&mut vmm, RESUME_TIMEOUT)?;
-        let first_output = match &self.slow_ticks {
-            None => Ok(ms(first_line.duration_since(start))),
+        let first_byte = console.wait_for_output(&mut vmm, RESUME_TIMEOUT)?;
+        let first_output = match &self.not_continuous {
+            None => Ok(ms(first_byte.duration_since(start))),
             Some(why) => Err(why.clone()),
         };
         samples.push((keys::FIRST_OUTPUT, first_output));
+        // A whole tick line shows the guest runs on, not just that a byte came out.
+        console.wait_for_tick(&mut vmm, RESUME_TIMEOUT)?;
         std::thread::sleep(RUN);
         let regions = smaps::guest_regions_kib(self.size.mem_mib);
         let overhead = smaps::measure(vmm.pid(), &regions)
@@ -178,53 +175,60 @@ impl Chain {
         samples.push((keys::LOAD_REPORTED, reported));
 
         set_vm_state(&mut api, "Paused")?;
-        let next = self.next_files()?;
-        let full = timed_204(
+        let dir = self.dir()?;
+        let full = SnapshotFiles::in_dir(dir, "full");
+        let diff = SnapshotFiles::in_dir(dir, "diff");
+        // Fresh files each time: an existing memory file of the right size would be
+        // written in place, as a layer over an older snapshot.
+        full.remove();
+        diff.remove();
+        let created = timed_204(
             &mut api,
             "PUT",
             "/snapshot/create",
-            &create_body("Full", &next),
+            &create_body("Full", &full),
         );
-        if full.is_ok() {
-            // This process keeps the old memory file mapped: unlinking it is safe.
-            if let Ok(old) = std::mem::replace(&mut self.latest, Ok(next)) {
-                old.remove();
-            }
-        } else {
-            next.remove();
-        }
-        samples.push((keys::CREATE_FULL, full.map(ms)));
+        samples.push((keys::CREATE_FULL, created.map(ms)));
         set_vm_state(&mut api, "Resumed")?;
         std::thread::sleep(RUN);
         set_vm_state(&mut api, "Paused")?;
-        let diff = SnapshotFiles::in_dir(self.dir()?, "diff");
-        // A fresh file each time: an existing one of the right size would be written in
-        // place, as a layer over an older snapshot.
-        diff.remove();
         let created = timed_204(
             &mut api,
             "PUT",
             "/snapshot/create",
             &create_body("Diff", &diff),
         );
-        diff.remove();
         samples.push((keys::CREATE_DIFF, created.map(ms)));
         vmm.kill().map_err(|e| e.to_string())?;
+        drop(api);
+        samples.push((keys::RELOAD, self.reload(binary, id, &full)));
+        full.remove();
+        diff.remove();
         Ok(())
+    }
+
+    /// Whether the Full snapshot of a restored guest (`full`, when it was written) loads and
+    /// runs in yet another process: its load time, or why not.
+    fn reload(&self, binary: &Path, id: &str, full: &SnapshotFiles) -> Result<f64, String> {
+        if !full.state.exists() {
+            return Err("no Full snapshot of the restored guest to load".to_owned());
+        }
+        let mut vmm =
+            VmmProcess::spawn(binary, &format!("{id}-re"), false).map_err(|e| e.to_string())?;
+        let mut api = vmm.wait_api(API_TIMEOUT).map_err(|e| e.to_string())?;
+        let mut console = Console::open(&vmm.console)?;
+        let body = load_body(full, self.tracking);
+        let load = timed_204(&mut api, "PUT", "/snapshot/load", &body)?;
+        console.wait_for_tick(&mut vmm, RESUME_TIMEOUT)?;
+        vmm.kill().map_err(|e| e.to_string())?;
+        Ok(ms(load))
     }
 
     fn dir(&self) -> Result<&Path, String> {
         self.dir
             .as_ref()
             .map(|d| d.path())
-            .ok_or_else(|| "the chain has no snapshot directory".to_owned())
-    }
-
-    /// Names for the next Full snapshot.
-    fn next_files(&mut self) -> Result<SnapshotFiles, String> {
-        self.saves += 1;
-        let stem = format!("full-{}", self.saves);
-        Ok(SnapshotFiles::in_dir(self.dir()?, &stem))
+            .ok_or_else(|| "the series has no snapshot directory".to_owned())
     }
 }
 
@@ -249,15 +253,16 @@ fn configure_machine(api: &mut ApiClient, mem_mib: u64) -> Result<bool, String> 
     Ok(false)
 }
 
-/// Why the first-output figure means nothing with the guest's announced tick period.
-fn slow_ticks(announced: Option<&str>) -> Option<String> {
+/// Why the first-output figure would mean something else with the guest's announced tick
+/// period (a guest that sleeps between lines adds part of its sleep to the figure).
+fn not_continuous(announced: Option<&str>) -> Option<String> {
     match announced {
         Some(TICK_PERIOD) => None,
         Some(other) => Some(format!(
-            "the guest ticks every {other} s, not {TICK_PERIOD} s"
+            "the guest sleeps {other} s between lines instead of printing continuously"
         )),
         None => Some(
-            "the guest kit's init ignores squib.tick_period (it ticks once a second): \
+            "the guest kit's init ignores squib.tick_period (it prints once a second): \
              rebuild the kit with scripts/guest/build.sh"
                 .to_owned(),
         ),
@@ -293,7 +298,7 @@ mod tests {
     use super::*;
 
     fn files() -> SnapshotFiles {
-        SnapshotFiles::in_dir(Path::new("/s"), "full-1")
+        SnapshotFiles::in_dir(Path::new("/s"), "base")
     }
 
     #[test]
@@ -301,11 +306,11 @@ mod tests {
         let create: serde_json::Value =
             serde_json::from_str(&create_body("Diff", &files())).unwrap();
         assert_eq!(create["snapshot_type"], "Diff");
-        assert_eq!(create["snapshot_path"], "/s/full-1.snap");
-        assert_eq!(create["mem_file_path"], "/s/full-1.mem");
+        assert_eq!(create["snapshot_path"], "/s/base.snap");
+        assert_eq!(create["mem_file_path"], "/s/base.mem");
         let load: serde_json::Value = serde_json::from_str(&load_body(&files(), false)).unwrap();
         assert_eq!(load["mem_backend"]["backend_type"], "File");
-        assert_eq!(load["mem_backend"]["backend_path"], "/s/full-1.mem");
+        assert_eq!(load["mem_backend"]["backend_path"], "/s/base.mem");
         assert_eq!(load["resume_vm"], true);
         assert!(load.get("track_dirty_pages").is_none());
         let load: serde_json::Value = serde_json::from_str(&load_body(&files(), true)).unwrap();
@@ -313,16 +318,16 @@ mod tests {
     }
 
     #[test]
-    fn slow_ticks_explains_an_old_kit_or_another_period() {
-        assert_eq!(slow_ticks(Some(TICK_PERIOD)), None);
-        assert!(slow_ticks(Some("1")).unwrap().contains("every 1 s"));
-        assert!(slow_ticks(None).unwrap().contains("rebuild the kit"));
+    fn not_continuous_explains_an_old_kit_or_a_sleeping_guest() {
+        assert_eq!(not_continuous(Some(TICK_PERIOD)), None);
+        assert!(not_continuous(Some("1")).unwrap().contains("sleeps 1 s"));
+        assert!(not_continuous(None).unwrap().contains("rebuild the kit"));
     }
 
     #[test]
     fn a_round_without_a_snapshot_says_why() {
-        let mut chain = Chain::new(super::super::SIZES[0]);
-        let err = chain.round(Path::new("/bin/true"), "t").unwrap_err();
+        let mut series = Series::new(super::super::SIZES[0]);
+        let err = series.round(Path::new("/bin/true"), "t").unwrap_err();
         assert!(
             err.contains("no snapshot to load: the guest has not booted"),
             "{err}"
@@ -331,14 +336,25 @@ mod tests {
 
     #[test]
     fn a_round_that_cannot_load_marks_every_figure_with_the_reason() {
-        let mut chain = Chain::new(super::super::SIZES[0]);
-        chain.latest = Ok(files());
+        let mut series = Series::new(super::super::SIZES[0]);
+        series.base = Ok(files());
         // `sh` rejects the VMM flags and exits: the load never happens.
-        let samples = chain.round(Path::new("/bin/sh"), "t").unwrap();
+        let samples = series.round(Path::new("/bin/sh"), "t").unwrap();
         assert_eq!(samples.len(), keys::ALL.len());
         assert!(samples
             .iter()
             .all(|(_, v)| v.as_ref().is_err_and(|e| e.contains("exited"))));
+    }
+
+    #[test]
+    fn reload_without_a_full_snapshot_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let series = Series::new(super::super::SIZES[0]);
+        let missing = SnapshotFiles::in_dir(dir.path(), "full");
+        let err = series
+            .reload(Path::new("/bin/sh"), "t", &missing)
+            .unwrap_err();
+        assert!(err.contains("no Full snapshot"), "{err}");
     }
 
     #[test]
