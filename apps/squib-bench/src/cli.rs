@@ -13,7 +13,7 @@ use crate::scenario::snapshot;
 /// Usage text for `--help`.
 pub const USAGE: &str = "\
 squib-bench: measure any Firecracker-compatible VMM (start-up, API latency, boot, memory
-overhead, churn) and write a Markdown + JSON report.
+overhead, churn, snapshots) and write a Markdown + JSON report.
 
 usage: squib-bench [--vmm PATH [--vmm PATH_B]] [options]
 
@@ -30,7 +30,8 @@ usage: squib-bench [--vmm PATH [--vmm PATH_B]] [options]
   --initrd FILE           initramfs (default DIR/initramfs.cpio)
   --rootfs FILE           boot from this ext4 root drive instead of the initramfs
   --boot-args ARGS        guest kernel command line (default: serial off, as Firecracker measures;
-                          the snapshot scenario's default has the console on and a 10 ms tick)
+                          the snapshot scenario's default has the console on and a guest that
+                          prints without pause)
   --iterations N          start-up runs per binary (default 20, quick 5)
   --api-requests N        requests per API figure per binary (default 1000, quick 200)
   --boot-iterations N     boots per configuration per binary (default 3, quick 1)
@@ -39,7 +40,7 @@ usage: squib-bench [--vmm PATH [--vmm PATH_B]] [options]
   --churn-rounds N        churn windows per binary (default 3, quick 1)
   --snapshot-mem LIST     guest sizes (MiB) for the snapshot scenario: 128,1024 (default
                           both, quick 128); one boot per binary per size
-  --snapshot-rounds N     restore-measure-save rounds per binary per size (default 3, quick 1)
+  --snapshot-rounds N     load-measure-save rounds per binary per size (default 3, quick 1)
   --help                  this text
 ";
 

@@ -200,7 +200,6 @@ impl Series {
         );
         samples.push((keys::CREATE_DIFF, created.map(ms)));
         vmm.kill().map_err(|e| e.to_string())?;
-        drop(api);
         samples.push((keys::RELOAD, self.reload(binary, id, &full)));
         full.remove();
         diff.remove();
