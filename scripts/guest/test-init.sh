@@ -18,7 +18,7 @@ make_tree() {
     rm -rf "$root/t"
     mkdir -p "$root/t"/{bin,dev,proc/sys/kernel,sys/block/vda,sys/block/vdb,tmp}
     cp /bin/busybox "$root/t/bin/busybox"
-    for applet in sh echo cat setsid cttyhack sleep sha256sum; do
+    for applet in sh echo cat setsid cttyhack sleep sha256sum mkfifo; do
         ln -s busybox "$root/t/bin/$applet"
     done
     for fake in mount reboot devmem; do
@@ -133,6 +133,10 @@ common=("SQUIB nproc=3" "SQUIB memtotal_kib=123456" "SQUIB blk name=vda sectors=
 expect "squib.action=reboot" "${common[@]}" "SQUIB action=reboot" "FAKE reboot -f"
 expect "squib.action=reboot squib.boot_timer=1" "FAKE devmem 0xc0000000 8 123" SQUIB-GUEST-READY
 expect "squib.action=tick squib.ticks=3" "SQUIB tick 1" "SQUIB tick 3" "SQUIB ticks done" "FAKE reboot -f"
+expect "squib.action=tick squib.ticks=3 squib.tick_period=0.01" "SQUIB tick-period 0.01" "SQUIB tick 3" \
+    "SQUIB ticks done" "FAKE reboot -f"
+expect "squib.action=tick squib.ticks=50 squib.tick_period=0" "SQUIB tick-period 0" "SQUIB tick 50" \
+    "SQUIB ticks done" "FAKE reboot -f"
 expect "squib.action=blk-write squib.blk_tag=abc" "SQUIB blk-write done" "FAKE reboot -f"
 grep -Fxq "SQUIB-BLK-PATTERN abc" "$root/t/dev/vdb" || { echo "test-init.sh: blk-write pattern missing" >&2; failures=$((failures + 1)); }
 expect "squib.action=blk-write squib.blk_tag=abc squib.blk_ro=vdc" "SQUIB blk-ro-write failed" \

@@ -7,16 +7,21 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::output;
+use crate::scenario::snapshot;
+
 /// Usage text for `--help`.
 pub const USAGE: &str = "\
 squib-bench: measure any Firecracker-compatible VMM (start-up, API latency, boot, memory
-overhead, churn) and write a Markdown + JSON report.
+overhead, churn, snapshots) and write a Markdown + JSON report.
 
 usage: squib-bench [--vmm PATH [--vmm PATH_B]] [options]
 
   --vmm PATH              binary to measure; give it twice to compare A and B (runs alternate
                           A B A B and the report shows B/A). Default: `squib` next to this binary
-  --out FILE              write the Markdown report (with its header) to FILE
+  --out FILE              write the Markdown report (with its header) to FILE, as the section
+                          between <!-- NAME:begin --> and <!-- NAME:end --> (the rest is kept)
+  --section NAME          that section's name (default squib-bench; letters, digits and -)
   --json FILE             write the JSON report to FILE (default: FILE of --out with .json)
   --scenarios LIST        comma-separated subset of: startup,api,boot,churn,block,net,snapshot
   --quick                 few iterations of everything (a smoke run)
@@ -24,18 +29,23 @@ usage: squib-bench [--vmm PATH [--vmm PATH_B]] [options]
   --kernel FILE           guest kernel (default DIR/vmlinux)
   --initrd FILE           initramfs (default DIR/initramfs.cpio)
   --rootfs FILE           boot from this ext4 root drive instead of the initramfs
-  --boot-args ARGS        guest kernel command line (default: serial off, as Firecracker measures)
+  --boot-args ARGS        guest kernel command line (default: serial off, as Firecracker measures;
+                          the snapshot scenario's default has the console on and a guest that
+                          prints without pause)
   --iterations N          start-up runs per binary (default 20, quick 5)
   --api-requests N        requests per API figure per binary (default 1000, quick 200)
   --boot-iterations N     boots per configuration per binary (default 3, quick 1)
   --boot-timeout SECS     time a boot may take (default 600)
   --churn-seconds SECS    length of one churn window (default 10, quick 3)
   --churn-rounds N        churn windows per binary (default 3, quick 1)
+  --snapshot-mem LIST     guest sizes (MiB) for the snapshot scenario: 128,1024 (default
+                          both, quick 128); one boot per binary per size
+  --snapshot-rounds N     load-measure-save rounds per binary per size (default 3, quick 1)
   --help                  this text
 ";
 
 /// Flags that take a value.
-const VALUE_FLAGS: [&str; 15] = [
+const VALUE_FLAGS: [&str; 18] = [
     "--vmm",
     "--guest-dir",
     "--kernel",
@@ -49,6 +59,9 @@ const VALUE_FLAGS: [&str; 15] = [
     "--boot-timeout",
     "--churn-seconds",
     "--churn-rounds",
+    "--snapshot-mem",
+    "--snapshot-rounds",
+    "--section",
     "--out",
     "--json",
 ];
@@ -68,7 +81,7 @@ pub enum Scenario {
     Block,
     /// Network throughput.
     Net,
-    /// Snapshot create/restore latency.
+    /// Snapshot create and restore latency, restored memory overhead.
     Snapshot,
 }
 
@@ -84,11 +97,19 @@ impl Scenario {
         Scenario::Snapshot,
     ];
 
+    /// The scenarios' names on the command line, in [`Scenario::ALL`] order.
+    const NAMES: [&'static str; 7] = [
+        "startup", "api", "boot", "churn", "block", "net", "snapshot",
+    ];
+
+    /// Its name on the command line.
+    pub fn name(self) -> &'static str {
+        let i = Scenario::ALL.iter().position(|s| *s == self).unwrap_or(0);
+        Scenario::NAMES[i]
+    }
+
     fn parse(name: &str) -> Option<Scenario> {
-        let names = [
-            "startup", "api", "boot", "churn", "block", "net", "snapshot",
-        ];
-        names
+        Scenario::NAMES
             .iter()
             .position(|n| *n == name)
             .map(|i| Scenario::ALL[i])
@@ -147,6 +168,12 @@ pub struct Options {
     pub churn_window: Duration,
     /// Churn windows per binary.
     pub churn_rounds: usize,
+    /// Guest sizes (MiB) of the snapshot scenario.
+    pub snapshot_mem: Vec<u64>,
+    /// Measured snapshot rounds per binary per size.
+    pub snapshot_rounds: usize,
+    /// Name of the `--out` file's section.
+    pub section: String,
     /// Markdown output.
     pub out: Option<PathBuf>,
     /// JSON output.
@@ -197,6 +224,9 @@ struct Raw {
     boot_timeout: Option<f64>,
     churn_seconds: Option<f64>,
     churn_rounds: Option<usize>,
+    snapshot_mem: Option<Vec<u64>>,
+    snapshot_rounds: Option<usize>,
+    section: Option<String>,
     out: Option<PathBuf>,
     json: Option<PathBuf>,
 }
@@ -239,6 +269,19 @@ impl Raw {
             "--boot-timeout" => self.boot_timeout = Some(secs()?),
             "--churn-seconds" => self.churn_seconds = Some(secs()?),
             "--churn-rounds" => self.churn_rounds = Some(count()?),
+            "--snapshot-rounds" => self.snapshot_rounds = Some(count()?),
+            "--snapshot-mem" => {
+                let sizes: Option<Vec<u64>> = value
+                    .split(',')
+                    .map(|v| v.parse().ok().filter(|m| snapshot::size(*m).is_some()))
+                    .collect();
+                self.snapshot_mem = Some(sizes.ok_or_else(bad)?);
+            }
+            "--section" => {
+                let ok = !value.is_empty()
+                    && value.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+                self.section = Some(ok.then(|| value.clone()).ok_or_else(bad)?);
+            }
             "--out" => self.out = Some(PathBuf::from(&value)),
             "--json" => self.json = Some(PathBuf::from(&value)),
             _ => return Err(CliError::Unknown(flag.to_owned())),
@@ -274,6 +317,14 @@ impl Raw {
                 10.0
             })),
             churn_rounds: self.churn_rounds.unwrap_or(if q { 1 } else { 3 }),
+            snapshot_mem: self.snapshot_mem.unwrap_or_else(|| {
+                let all = snapshot::SIZES.map(|s| s.mem_mib);
+                all[..if q { 1 } else { all.len() }].to_vec()
+            }),
+            snapshot_rounds: self.snapshot_rounds.unwrap_or(if q { 1 } else { 3 }),
+            section: self
+                .section
+                .unwrap_or_else(|| output::DEFAULT_SECTION.to_owned()),
             out: self.out,
             json,
         })
@@ -337,6 +388,37 @@ mod tests {
         assert_eq!(o.json, Some(PathBuf::from("BENCHMARKS.json")));
         let o = parse(&args(&["--out", "a.md", "--json", "b.json"])).unwrap();
         assert_eq!(o.json, Some(PathBuf::from("b.json")));
+    }
+
+    #[test]
+    fn snapshot_sizes_rounds_and_section() {
+        let o = parse(&[]).unwrap();
+        assert_eq!((o.snapshot_mem, o.snapshot_rounds), (vec![128, 1024], 3));
+        assert_eq!(o.section, output::DEFAULT_SECTION);
+        let o = parse(&args(&["--quick"])).unwrap();
+        assert_eq!((o.snapshot_mem, o.snapshot_rounds), (vec![128], 1));
+        let o = parse(&args(&[
+            "--snapshot-mem=1024",
+            "--snapshot-rounds",
+            "5",
+            "--section",
+            "snapshot-1",
+        ]))
+        .unwrap();
+        assert_eq!((o.snapshot_mem, o.snapshot_rounds), (vec![1024], 5));
+        assert_eq!(o.section, "snapshot-1");
+        for bad in [
+            ["--snapshot-mem", "512"],
+            ["--snapshot-mem", "128,"],
+            ["--section", "a b"],
+            ["--section", ""],
+            ["--snapshot-rounds", "0"],
+        ] {
+            assert!(
+                matches!(parse(&args(&bad)), Err(CliError::BadValue { .. })),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

@@ -63,6 +63,8 @@ pub struct VmmProcess {
     pub log: PathBuf,
     /// Its `--metrics-path` file.
     pub metrics: PathBuf,
+    /// Its stdout: the guest's serial console.
+    pub console: PathBuf,
 }
 
 impl VmmProcess {
@@ -77,10 +79,8 @@ impl VmmProcess {
         let metrics = dir.path().join("metrics.ndjson");
         // Firecracker opens --log-path and --metrics-path without creating them.
         let create = |p: &Path| File::create(p).map_err(VmmError::Setup);
-        let (stdout, stderr) = (
-            create(&dir.path().join("console.txt"))?,
-            create(&dir.path().join("stderr.txt"))?,
-        );
+        let console = dir.path().join("console.txt");
+        let (stdout, stderr) = (create(&console)?, create(&dir.path().join("stderr.txt"))?);
         create(&log)?;
         create(&metrics)?;
         let mut cmd = Command::new(binary);
@@ -107,12 +107,8 @@ impl VmmProcess {
             socket,
             log,
             metrics,
+            console,
         })
-    }
-
-    /// The run directory (deleted with the process).
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
     }
 
     /// The process id.

@@ -5,8 +5,7 @@
 //! - the VMM's memory overhead (RSS outside guest memory, [`crate::smaps`]);
 //! - `InstanceStart to first KVM_RUN: <N> us` when the VMM logs it (squib does);
 //! - the start-up time the VMM reports in its first metrics line after `FlushMetrics`
-//!   (`api_server.process_startup_time_us` / `_cpu_us`);
-//! - optionally the snapshot figures ([`super::snapshot`]).
+//!   (`api_server.process_startup_time_us` / `_cpu_us`).
 //!
 //! The guest kit's init writes the boot timer when the command line has
 //! `squib.boot_timer=1`; `squib.action=tick` keeps it alive until it is killed.
@@ -16,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use super::{snapshot, Samples};
+use super::Samples;
 use crate::http::ApiClient;
 use crate::report::FigureDef;
 use crate::smaps;
@@ -26,9 +25,11 @@ use crate::vmm::{VmmProcess, REQUEST_TIMEOUT};
 const API_TIMEOUT: Duration = Duration::from_secs(20);
 /// Pause between two looks at the log while the guest boots.
 const LOG_POLL: Duration = Duration::from_millis(10);
-/// Firecracker's `test_boottime.py` arguments, serial console off.
-const BASE_ARGS: &str = "reboot=k panic=1 nomodule 8250.nr_uarts=0 i8042.noaux i8042.nomux \
-                         i8042.dumbkbd swiotlb=noforce";
+/// Firecracker's `test_boottime.py` arguments, but for the serial console switch.
+const BASE_ARGS: &str =
+    "reboot=k panic=1 nomodule i8042.noaux i8042.nomux i8042.dumbkbd swiotlb=noforce";
+/// Turns the serial console off, as Firecracker's boot-time test does.
+const SERIAL_OFF: &str = "8250.nr_uarts=0";
 /// What a guest needs on `kvm_pvm` hosts unless the VMM hides these CPU features.
 const PVM_ARGS: &str = "noxsave clearcpuid=popcnt,smap nofsgsbase";
 /// Asks the guest kit's init for the boot timer and to stay up.
@@ -136,21 +137,21 @@ pub struct Guest {
 
 /// The default command line: Firecracker's, serial off, plus what this host needs.
 pub fn default_boot_args(kvm_pvm: bool) -> String {
+    format!("{SERIAL_OFF} {} {GUEST_ARGS}", host_args(kvm_pvm))
+}
+
+/// Firecracker's boot-time arguments without the serial switch or any guest action, plus
+/// what this host needs (for scenarios that want their own console and guest action).
+pub fn host_args(kvm_pvm: bool) -> String {
     if kvm_pvm {
-        format!("{BASE_ARGS} {PVM_ARGS} {GUEST_ARGS}")
+        format!("{BASE_ARGS} {PVM_ARGS}")
     } else {
-        format!("{BASE_ARGS} {GUEST_ARGS}")
+        BASE_ARGS.to_owned()
     }
 }
 
-/// One boot of `binary` with `config`; with `with_snapshot`, the snapshot figures too.
-pub fn run(
-    binary: &Path,
-    id: &str,
-    guest: &Guest,
-    config: &BootConfig,
-    with_snapshot: bool,
-) -> Result<Samples, String> {
+/// One boot of `binary` with `config`.
+pub fn run(binary: &Path, id: &str, guest: &Guest, config: &BootConfig) -> Result<Samples, String> {
     let mut vmm = VmmProcess::spawn(binary, id, true).map_err(|e| e.to_string())?;
     let mut api = vmm.wait_api(API_TIMEOUT).map_err(|e| e.to_string())?;
     configure(&mut api, guest, config)?;
@@ -179,14 +180,24 @@ pub fn run(
         Ok((us, cpu_us)) => samples.extend([(keys[4], Ok(us)), (keys[5], Ok(cpu_us))]),
         Err(e) => samples.extend([(keys[4], Err(e.clone())), (keys[5], Err(e))]),
     }
-    if with_snapshot {
-        samples.extend(snapshot::measure(&mut api, binary, id, vmm.dir()));
-    }
     vmm.kill().map_err(|e| e.to_string())?;
     Ok(samples)
 }
 
 fn configure(api: &mut ApiClient, guest: &Guest, config: &BootConfig) -> Result<(), String> {
+    configure_boot_source(api, guest)?;
+    let machine = json!({ "vcpu_count": config.vcpus, "mem_size_mib": config.mem_mib });
+    expect(
+        api,
+        "PUT",
+        "/machine-config",
+        Some(&machine.to_string()),
+        204,
+    )
+}
+
+/// `PUT /boot-source` for `guest`, and its root drive when it boots from one.
+pub fn configure_boot_source(api: &mut ApiClient, guest: &Guest) -> Result<(), String> {
     let mut boot = json!({
         "kernel_image_path": guest.kernel,
         "boot_args": guest.boot_args,
@@ -202,15 +213,7 @@ fn configure(api: &mut ApiClient, guest: &Guest, config: &BootConfig) -> Result<
     } else {
         boot["initrd_path"] = json!(guest.initrd);
     }
-    expect(api, "PUT", "/boot-source", Some(&boot.to_string()), 204)?;
-    let machine = json!({ "vcpu_count": config.vcpus, "mem_size_mib": config.mem_mib });
-    expect(
-        api,
-        "PUT",
-        "/machine-config",
-        Some(&machine.to_string()),
-        204,
-    )
+    expect(api, "PUT", "/boot-source", Some(&boot.to_string()), 204)
 }
 
 /// Sends a request and fails unless it answers `status`.
