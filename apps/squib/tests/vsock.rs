@@ -242,9 +242,12 @@ fn vsock_and_entropy() {
         let count = total("vsock", key);
         assert!(count >= moved, "vsock.{key} = {count} < {moved}");
     }
+    // Added: the guest's connection to the host echo, the big echo and the parallel ones.
+    // The guest's connection to the unlistened port is refused with a reset before it is
+    // ever added, as in Firecracker's muxer.
     let conns = total("vsock", "conns_added");
     assert!(
-        conns >= 3 + PARALLEL_CONNECTIONS as u64,
+        conns >= 2 + PARALLEL_CONNECTIONS as u64,
         "vsock.conns_added = {conns}"
     );
     let entropy = total("entropy", "entropy_bytes");

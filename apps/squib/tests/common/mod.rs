@@ -4,9 +4,9 @@
 //! - [`GuestKit`]: where the guest artifacts built by `scripts/guest/build.sh` are
 //!   (`SQUIB_GUEST_DIR`, else its default cache dir). A missing kit fails the test with the
 //!   command to run, unless `SQUIB_SKIP_BOOT_TESTS=1` asks to skip guest boots.
-//! - [`boot_slot`]: a process-wide semaphore. Guests boot slowly on these hosts (about 45 s
-//!   of one core each), so no test binary runs more than [`MAX_GUESTS`] at once; keep boot
-//!   tests in one binary, since cargo runs test binaries one after another.
+//! - [`boot_slot`]: a host-wide semaphore (file locks). Guests boot slowly on these hosts
+//!   (about 45 s of one core each), so no more than [`MAX_GUESTS`] test guests run at once,
+//!   across every test process.
 //! - [`Squib`]: a spawned `squib` process with a temporary API socket, a reader thread per
 //!   output stream collecting lines (the guest console is on stdout), `wait_for` a line, and
 //!   kill-on-drop so a failed test leaves no VM behind.
@@ -22,7 +22,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// Guests that may boot at once in one test binary.
+/// Test guests that may run at once on the host.
 pub const MAX_GUESTS: usize = 2;
 /// Backstop for a guest to boot to its ready marker (boots take ~45 s of a core here, much
 /// more on a loaded host). Waits fail earlier, and say so, when squib's output stays silent
@@ -102,40 +102,67 @@ pub fn boot_args(extra: &str) -> String {
     format!("{BASE_BOOT_ARGS} {extra}")
 }
 
-static SLOTS: Mutex<usize> = Mutex::new(0);
-static SLOT_FREED: Condvar = Condvar::new();
+/// Boot slots held by one test (at most [`MAX_GUESTS`]), released on drop: each is an
+/// `flock` on a slot file shared by every test process on the host, so the limit holds
+/// whether the test binaries run one after another (`cargo test`) or side by side (a runner
+/// such as nextest, one process per test).
+pub struct BootSlot(Vec<std::fs::File>);
 
-/// Boot slots of this process (at most [`MAX_GUESTS`]), released on drop.
-pub struct BootSlot(usize);
-
-impl Drop for BootSlot {
-    fn drop(&mut self) {
-        *lock(&SLOTS) -= self.0;
-        SLOT_FREED.notify_all();
+/// Blocks until fewer than [`MAX_GUESTS`] test guests are running on this host.
+pub fn boot_slot() -> BootSlot {
+    loop {
+        for index in 0..MAX_GUESTS {
+            let slot = open_slot(index);
+            if flock(&slot, libc::LOCK_EX | libc::LOCK_NB) {
+                return BootSlot(vec![slot]);
+            }
+        }
+        thread::sleep(Duration::from_millis(200));
     }
 }
 
-/// Blocks until fewer than [`MAX_GUESTS`] guests of this process are running.
-pub fn boot_slot() -> BootSlot {
-    take_slots(1)
-}
-
-/// Blocks until no other guest of this process runs, and keeps it so: for every guest with
+/// Blocks until no other test guest runs on this host, and keeps it so: for every guest with
 /// more than one vCPU. On `kvm_pvm`, an SMP guest whose vCPUs share the host's cores with
 /// another guest can spin in `stop_machine` for good (the clocksource switches): seen with
 /// 2 + 1 and 2 + 2 vCPUs on 2 cores, and identically with Firecracker's own binary booting the
 /// same guest beside squib, so it is the emulator's, not the VMM's.
 pub fn exclusive_boot_slot() -> BootSlot {
-    take_slots(MAX_GUESTS)
+    // Always in slot order, blocking: two exclusive takers cannot deadlock, and single
+    // takers never wait while holding a slot.
+    BootSlot(
+        (0..MAX_GUESTS)
+            .map(|index| {
+                let slot = open_slot(index);
+                assert!(flock(&slot, libc::LOCK_EX), "flock boot slot {index}");
+                slot
+            })
+            .collect(),
+    )
 }
 
-fn take_slots(wanted: usize) -> BootSlot {
-    let mut used = lock(&SLOTS);
-    while *used + wanted > MAX_GUESTS {
-        used = SLOT_FREED.wait(used).unwrap_or_else(|e| e.into_inner());
+fn open_slot(index: usize) -> std::fs::File {
+    let path = std::env::temp_dir().join(format!("squib-test-boot-slot-{index}"));
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .unwrap_or_else(|e| panic!("open boot slot {}: {e}", path.display()))
+}
+
+/// `flock(2)` on `file`; `false` when the lock is held elsewhere (with `LOCK_NB`).
+fn flock(file: &std::fs::File, operation: libc::c_int) -> bool {
+    use std::os::fd::AsRawFd;
+    loop {
+        // SAFETY: plain syscall on a descriptor `file` owns; no pointers.
+        if unsafe { libc::flock(file.as_raw_fd(), operation) } == 0 {
+            return true;
+        }
+        let err = std::io::Error::last_os_error();
+        if err.kind() != std::io::ErrorKind::Interrupted {
+            return false;
+        }
     }
-    *used += wanted;
-    BootSlot(wanted)
 }
 
 /// Locks a mutex, ignoring poisoning (a panicking test must not wedge the others).

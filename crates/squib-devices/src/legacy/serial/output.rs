@@ -8,8 +8,9 @@
 //!   `serial_stdout` writes them out. When the queue is full the byte is dropped and counted
 //!   in `uart.missed_write_count`, as the UART does for any output that cannot take more.
 
+use std::collections::VecDeque;
 use std::io::{self, Write};
-use std::sync::mpsc::{self, SyncSender, TrySendError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread;
 
 use super::metrics::UART_METRICS;
@@ -53,7 +54,45 @@ impl<W: Write> Write for RateLimitedOutput<W> {
 /// Standard output behind a bounded queue drained by its own thread (see the module docs).
 #[derive(Debug)]
 pub struct StdoutPump {
-    queue: SyncSender<u8>,
+    queue: Arc<ByteQueue>,
+}
+
+/// The bytes waiting for the `serial_stdout` thread. A plain byte buffer: a channel of `u8`
+/// would spend a 16-byte slot per byte and touch all of them up front (1 MiB resident for
+/// 64 KiB of console text).
+#[derive(Debug, Default)]
+struct ByteQueue {
+    state: Mutex<QueueState>,
+    not_empty: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct QueueState {
+    bytes: VecDeque<u8>,
+    /// The pump was dropped: the thread writes what is left and ends.
+    closed: bool,
+}
+
+impl ByteQueue {
+    fn lock(&self) -> MutexGuard<'_, QueueState> {
+        // A panic while holding this lock cannot leave the queue inconsistent.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Blocks until bytes are queued, then moves up to `chunk`'s capacity of them into
+    /// `chunk`; `false` once the pump is closed and everything was written.
+    fn take(&self, chunk: &mut Vec<u8>) -> bool {
+        let mut state = self.lock();
+        while state.bytes.is_empty() && !state.closed {
+            state = self
+                .not_empty
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        let n = state.bytes.len().min(chunk.capacity());
+        chunk.extend(state.bytes.drain(..n));
+        n > 0
+    }
 }
 
 impl StdoutPump {
@@ -62,16 +101,20 @@ impl StdoutPump {
     /// # Errors
     /// The OS error when the thread cannot be started.
     pub fn spawn(mut out: impl Write + Send + 'static) -> io::Result<Self> {
-        let (queue, bytes) = mpsc::sync_channel::<u8>(STDOUT_QUEUE_BYTES);
+        let queue = Arc::new(ByteQueue {
+            state: Mutex::new(QueueState {
+                bytes: VecDeque::with_capacity(STDOUT_QUEUE_BYTES),
+                closed: false,
+            }),
+            not_empty: Condvar::new(),
+        });
+        let pending = Arc::clone(&queue);
         thread::Builder::new()
             .name("serial_stdout".to_owned())
             .spawn(move || {
+                // One write per burst of console output rather than one per byte.
                 let mut chunk = Vec::with_capacity(4096);
-                // Block for the first byte, then take whatever else is queued: one write per
-                // burst of console output rather than one per byte.
-                while let Ok(first) = bytes.recv() {
-                    chunk.push(first);
-                    chunk.extend(bytes.try_iter().take(4095));
+                while pending.take(&mut chunk) {
                     if out.write_all(&chunk).and_then(|()| out.flush()).is_err() {
                         UART_METRICS.error_count.inc();
                     }
@@ -84,14 +127,20 @@ impl StdoutPump {
 
 impl Write for StdoutPump {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        for &byte in buf {
-            match self.queue.try_send(byte) {
-                Ok(()) => {}
-                Err(TrySendError::Full(_)) => UART_METRICS.missed_write_count.inc(),
-                Err(TrySendError::Disconnected(_)) => {
-                    return Err(io::Error::from(io::ErrorKind::BrokenPipe))
-                }
-            }
+        let mut state = self.queue.lock();
+        let was_empty = state.bytes.is_empty();
+        let room = STDOUT_QUEUE_BYTES.saturating_sub(state.bytes.len());
+        let taken = buf.len().min(room);
+        state.bytes.extend(&buf[..taken]);
+        drop(state);
+        if taken < buf.len() {
+            UART_METRICS
+                .missed_write_count
+                .add((buf.len() - taken) as u64);
+        }
+        // The thread only waits on an empty queue.
+        if was_empty && taken > 0 {
+            self.queue.not_empty.notify_one();
         }
         Ok(buf.len())
     }
@@ -101,9 +150,15 @@ impl Write for StdoutPump {
     }
 }
 
+impl Drop for StdoutPump {
+    fn drop(&mut self) {
+        self.queue.lock().closed = true;
+        self.queue.not_empty.notify_one();
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Condvar, Mutex};
     use std::time::{Duration, Instant};
 
     use super::*;

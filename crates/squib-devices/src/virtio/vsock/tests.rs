@@ -393,6 +393,8 @@ fn guest_connect_to_port_nobody_listens_on_gets_rst() {
     assert_eq!(ops(&got), [op::RST]);
     assert_eq!((got[0].0.src_port, got[0].0.dst_port), (999, 5000));
     assert_eq!(h.dev().muxer().conn_count(), 0);
+    // As in Firecracker's muxer, a refused request never becomes a connection.
+    assert_eq!(h.dev().metrics().conns_added.count(), 0);
 }
 
 #[test]
