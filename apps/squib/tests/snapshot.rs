@@ -321,6 +321,9 @@ fn restore_from_file(files: &SnapshotFiles, tag: &str, last: u32) {
             "resume_vm": true,
             "network_overrides": [{ "iface_id": "eth0", "host_dev_name": CLONE_TAP }],
             "track_dirty_pages": true,
+            // No file there yet: the pages the guest touches in its first second are
+            // recorded for the next load (squib's working-set prefetch).
+            "working_set": { "path": working_set_path(files).display().to_string(), "record_ms": 1000 },
         }),
     );
     let (_, body) = squib.api().get("/");
@@ -348,6 +351,11 @@ fn restore_from_file(files: &SnapshotFiles, tag: &str, last: u32) {
         RESUME_TIMEOUT,
     );
     assert_guest_answers_ping(&squib);
+    let (_, recorded) = squib.wait_for_from(from, "Working set: ", RESUME_TIMEOUT);
+    assert!(
+        working_set_pages(&recorded, "Working set: ") > 0 && recorded.contains("saved to"),
+        "the working set of the restored guest is recorded: {recorded}"
+    );
     let diff_last = diff_snapshot(&squib, files);
 
     let (status, body) = squib.api().patch("/vm", &json!({ "state": "Resumed" }));
@@ -414,7 +422,15 @@ fn restore_merged_diff(files: &SnapshotFiles, last: u32) {
             "mem_backend": { "backend_type": "File", "backend_path": merged.display().to_string() },
             "resume_vm": true,
             "network_overrides": [{ "iface_id": "eth0", "host_dev_name": CLONE_TAP }],
+            // The set recorded by the previous restore of the same guest: read in before the
+            // resume.
+            "working_set": { "path": working_set_path(files).display().to_string() },
         }),
+    );
+    let (_, prefetched) = squib.wait_for_from(from, "Working set: prefetched ", RESUME_TIMEOUT);
+    assert!(
+        working_set_pages(&prefetched, "Working set: prefetched ") > 0,
+        "{prefetched}"
     );
     let (_, next) = squib.wait_for_from(from, "SQUIB tick ", RESUME_TIMEOUT);
     assert_eq!(
@@ -422,6 +438,20 @@ fn restore_merged_diff(files: &SnapshotFiles, last: u32) {
         last + 1,
         "the Diff merged onto its base restores where the Diff was taken"
     );
+}
+
+/// The working-set file the File restores record and prefetch.
+fn working_set_path(files: &SnapshotFiles) -> PathBuf {
+    files.state.with_file_name("vm.ws")
+}
+
+/// The page count right after `prefix` in a working-set log line.
+fn working_set_pages(line: &str, prefix: &str) -> u64 {
+    line.split(prefix)
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no page count in {line:?}"))
 }
 
 /// Loads the snapshot through a userfaultfd handler serving the memory file: the guest goes

@@ -16,6 +16,9 @@
 //! regions back to back in guest-address order, Firecracker's layout. A Diff holds only the
 //! dirty pages; written onto a copy of its base it yields a Full file, written to a new file it
 //! is sparse and [`rebase()`] merges it onto the base later.
+//!
+//! **Working-set file** ([`save_working_set`], [`load_working_set`]): squib's own, the pages
+//! a restored guest touched first, read in before the guest resumes on the next load.
 
 mod atomic_file;
 mod file_op;
@@ -24,6 +27,7 @@ mod memory_layout;
 mod rebase;
 mod state_file;
 mod version;
+mod working_set;
 
 pub use file_op::FileOp;
 pub use memory_file::{open_for_write, write_diff, write_full, MemoryFileError, PAGE_SIZE};
@@ -34,3 +38,6 @@ pub use state_file::{
     MAX_STATE_FILE_SIZE, SNAPSHOT_MAGIC, SNAPSHOT_MAGIC_X86_64,
 };
 pub use version::{Version, SNAPSHOT_VERSION};
+pub use working_set::{
+    load_working_set, save_working_set, PageRun, WorkingSet, WorkingSetError, WORKING_SET_MARKER,
+};

@@ -73,6 +73,9 @@ pub struct Vmm {
     pub(crate) boot_resources_configured: bool,
     /// Set when a request (or a failure) ends the process.
     pub(crate) exit: Option<FcExitCode>,
+    /// A restored VM's working set to record once the guest resumes (squib's `working_set`
+    /// load option, when its file did not exist yet).
+    pub(crate) working_set_recorder: Option<crate::snapshot::WorkingSetRecorder>,
     api: Option<ApiReceiver>,
 }
 
@@ -110,6 +113,7 @@ impl Vmm {
             paused: false,
             boot_resources_configured: false,
             exit: None,
+            working_set_recorder: None,
             api,
         })
     }

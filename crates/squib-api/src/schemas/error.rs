@@ -72,6 +72,12 @@ pub enum SchemaError {
     /// Snapshot load with both memory backends.
     #[error("too many fields: either `mem_backend` or `mem_file_path` exclusively is required.")]
     SnapshotMemBackendTooMany,
+    /// squib's working-set prefetch asked for with a userfaultfd backend.
+    #[error("The working_set option needs the File memory backend: a Uffd page-fault handler serves every page itself.")]
+    WorkingSetNeedsFileBackend,
+    /// A working-set record window outside its range.
+    #[error("The working_set record_ms of {0} is invalid: it must be between 1 and {max} ms.", max = super::snapshot::MAX_WORKING_SET_RECORD_MS)]
+    InvalidWorkingSetRecordMs(u64),
     /// A token bucket's refill time whose nanoseconds overflow a u64 (Firecracker then
     /// silently builds no bucket).
     #[error("The {field} of {value} ms is too large: the refill time in nanoseconds must fit in 64 bits (at most {max} ms).", max = super::rate_limiter::MAX_REFILL_TIME_MS)]

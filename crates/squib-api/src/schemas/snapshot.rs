@@ -127,6 +127,31 @@ impl LoadHugePages {
     }
 }
 
+/// Longest record window of a working set (ten minutes).
+pub const MAX_WORKING_SET_RECORD_MS: u64 = 600_000;
+/// Record window when `record_ms` is not given: a restored function's first second.
+pub const DEFAULT_WORKING_SET_RECORD_MS: u64 = 1000;
+
+/// squib's `working_set` object of a load (not in Firecracker's API).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWorkingSet {
+    path: String,
+    #[serde(default)]
+    record_ms: Option<u64>,
+}
+
+/// Working-set prefetch (squib only): when the file at `path` exists, the guest pages it
+/// lists are read in before the guest resumes; when it does not, the pages the restored guest
+/// touches in its first `record_ms` are written there for the next load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkingSetConfig {
+    /// The working-set file.
+    pub path: PathBuf,
+    /// How long after the resume the touched pages are recorded.
+    pub record_ms: u64,
+}
+
 /// `PUT /snapshot/load` body; an unknown field is refused, as Firecracker's code does.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -150,6 +175,8 @@ pub struct RawSnapshotLoad {
     clock_realtime: bool,
     #[serde(default)]
     huge_pages: LoadHugePages,
+    #[serde(default)]
+    working_set: Option<RawWorkingSet>,
 }
 
 impl RawSnapshotLoad {
@@ -179,6 +206,8 @@ pub struct SnapshotLoadConfig {
     pub clock_realtime: bool,
     /// Memory backing; `None` = as in the snapshot.
     pub huge_pages: Option<HugePages>,
+    /// squib's working-set prefetch, if asked for.
+    pub working_set: Option<WorkingSetConfig>,
 }
 
 impl TryFrom<RawSnapshotLoad> for SnapshotLoadConfig {
@@ -204,6 +233,10 @@ impl TryFrom<RawSnapshotLoad> for SnapshotLoadConfig {
                 })
             })
             .collect::<Result<_, SchemaError>>()?;
+        let working_set = raw
+            .working_set
+            .map(|ws| working_set(ws, mem_backend.backend_type))
+            .transpose()?;
         Ok(Self {
             snapshot_path: host_path("snapshot_path", raw.snapshot_path)?,
             mem_backend,
@@ -216,8 +249,26 @@ impl TryFrom<RawSnapshotLoad> for SnapshotLoadConfig {
                 .transpose()?,
             clock_realtime: raw.clock_realtime,
             huge_pages: raw.huge_pages.override_value(),
+            working_set,
         })
     }
+}
+
+fn working_set(
+    raw: RawWorkingSet,
+    backend: MemBackendType,
+) -> Result<WorkingSetConfig, SchemaError> {
+    if backend != MemBackendType::File {
+        return Err(SchemaError::WorkingSetNeedsFileBackend);
+    }
+    let record_ms = raw.record_ms.unwrap_or(DEFAULT_WORKING_SET_RECORD_MS);
+    if !(1..=MAX_WORKING_SET_RECORD_MS).contains(&record_ms) {
+        return Err(SchemaError::InvalidWorkingSetRecordMs(record_ms));
+    }
+    Ok(WorkingSetConfig {
+        path: host_path("working_set path", raw.path)?,
+        record_ms,
+    })
 }
 
 /// `PUT /snapshot/load`: the memory-backend rules are reported as Firecracker's deserializer
@@ -246,6 +297,33 @@ mod tests {
 
     fn parse(json: &str) -> Result<SnapshotLoadConfig, SchemaError> {
         SnapshotLoadConfig::try_from(serde_json::from_str::<RawSnapshotLoad>(json).unwrap())
+    }
+
+    #[test]
+    fn working_set_needs_the_file_backend_and_a_sane_window() {
+        let file = r#""mem_backend":{"backend_type":"File","backend_path":"/m"}"#;
+        let ws = parse(&format!(
+            r#"{{"snapshot_path":"/s",{file},"working_set":{{"path":"/w"}}}}"#
+        ))
+        .unwrap()
+        .working_set
+        .unwrap();
+        assert_eq!(ws.path, PathBuf::from("/w"));
+        assert_eq!(ws.record_ms, DEFAULT_WORKING_SET_RECORD_MS);
+        for bad in [0, MAX_WORKING_SET_RECORD_MS + 1] {
+            assert_eq!(
+                parse(&format!(
+                    r#"{{"snapshot_path":"/s",{file},"working_set":{{"path":"/w","record_ms":{bad}}}}}"#
+                )),
+                Err(SchemaError::InvalidWorkingSetRecordMs(bad))
+            );
+        }
+        let uffd = r#"{"snapshot_path":"/s","mem_backend":{"backend_type":"Uffd","backend_path":"/u"},"working_set":{"path":"/w"}}"#;
+        assert_eq!(parse(uffd), Err(SchemaError::WorkingSetNeedsFileBackend));
+        assert!(parse(r#"{"snapshot_path":"/s","mem_file_path":"/m"}"#)
+            .unwrap()
+            .working_set
+            .is_none());
     }
 
     #[test]

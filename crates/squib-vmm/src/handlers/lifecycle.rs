@@ -103,6 +103,7 @@ impl Vmm {
         self.resume_vcpus().map_err(|e| {
             ActionError::fault(format!("Internal error while resuming the microVM: {e}"))
         })?;
+        self.start_working_set_recording();
         let us = store_elapsed(&METRICS.latencies_us.vmm_resume_vm, start_us);
         log::info!("'resume vm' VMM action took {us} us.");
         self.set_state(VmState::Running);

@@ -113,6 +113,7 @@ mod tests {
             vsock_override: None,
             clock_realtime: false,
             huge_pages: None,
+            working_set: None,
         }
     }
 

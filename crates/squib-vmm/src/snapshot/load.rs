@@ -13,7 +13,7 @@ use std::fs::File;
 use squib_api::action::ApiResponse;
 use squib_api::mirror::VmState;
 use squib_api::schemas::machine_config::HugePages;
-use squib_api::schemas::snapshot::MemBackendType;
+use squib_api::schemas::snapshot::{MemBackendType, WorkingSetConfig};
 use squib_api::schemas::SnapshotLoadConfig;
 use squib_arch::memory::{
     create_guest_memory_for_uffd, create_guest_memory_from_file, GuestMemoryMmap, HugePageMode,
@@ -24,6 +24,7 @@ use squib_logger::time::monotonic_us;
 use squib_snapshot::SnapshotError;
 use vm_memory::GuestAddress;
 
+use super::working_set::{mapped_regions, prefetch, WorkingSetRecorder};
 use super::MicrovmState;
 use crate::builder::restore::restore_microvm;
 use crate::builder::BuildContext;
@@ -39,6 +40,8 @@ const LOAD_NOT_ALLOWED: &str =
 struct RestoredMemory {
     mem: GuestMemoryMmap,
     uffd: Option<squib_uffd::UffdHandoff>,
+    /// The working set to record after the resume, when one was asked for and not found.
+    recorder: Option<WorkingSetRecorder>,
 }
 
 impl Vmm {
@@ -86,14 +89,23 @@ impl Vmm {
             .map_err(|e| format!("Failed to build microVM from snapshot: {e}"))?;
         vm.uffd = memory.uffd;
         self.running = Some(vm);
+        self.working_set_recorder = memory.recorder;
         self.set_state(VmState::Paused);
         self.arm_metrics_timer();
         if load.resume_vm {
             self.resume_vcpus()
                 .map_err(|e| format!("Failed to resume microVM: {e}"))?;
+            self.start_working_set_recording();
             self.set_state(VmState::Running);
         }
         Ok(())
+    }
+
+    /// The guest runs from now: a pending working-set recording starts its window.
+    pub(crate) fn start_working_set_recording(&mut self) {
+        if let Some(recorder) = self.working_set_recorder.take() {
+            recorder.start();
+        }
     }
 }
 
@@ -150,7 +162,15 @@ fn restored_memory(
                     )
                 },
             )?;
-            Ok(RestoredMemory { mem, uffd: None })
+            let recorder = match &load.working_set {
+                Some(config) => working_set(&file, &mem, config)?,
+                None => None,
+            };
+            Ok(RestoredMemory {
+                mem,
+                uffd: None,
+                recorder,
+            })
         }
         MemBackendType::Uffd => {
             let uffd_error = |e: &dyn std::fmt::Display| {
@@ -165,7 +185,40 @@ fn restored_memory(
             Ok(RestoredMemory {
                 mem,
                 uffd: Some(handoff),
+                recorder: None,
             })
         }
+    }
+}
+
+/// squib's `working_set` option: prefetch the recorded set into `mem` now, or (no file yet)
+/// the recorder that writes one after the resume.
+fn working_set(
+    file: &File,
+    mem: &GuestMemoryMmap,
+    config: &WorkingSetConfig,
+) -> Result<Option<WorkingSetRecorder>, String> {
+    let fail = |e: &dyn std::fmt::Display| {
+        format!(
+            "Failed to restore from snapshot: Failed to load guest memory: working set {}: {e}",
+            config.path.display()
+        )
+    };
+    let regions = mapped_regions(mem);
+    let memory_len = regions.iter().map(|r| r.len() as u64).sum();
+    match squib_snapshot::load_working_set(&config.path, memory_len).map_err(|e| fail(&e))? {
+        Some(set) => {
+            let start_us = monotonic_us();
+            let done = prefetch(file, &regions, &set).map_err(|e| fail(&e))?;
+            log::info!(
+                "Working set: prefetched {} pages in {} runs from {} in {} us.",
+                done.pages,
+                done.runs,
+                config.path.display(),
+                monotonic_us().saturating_sub(start_us)
+            );
+            Ok(None)
+        }
+        None => Ok(Some(WorkingSetRecorder::new(config, regions))),
     }
 }

@@ -8,6 +8,8 @@ mod create;
 mod load;
 mod memory;
 mod state;
+mod working_set;
 
 pub use config::RestoreConfigError;
 pub use state::{MemoryRegionState, MicrovmState};
+pub(crate) use working_set::WorkingSetRecorder;
