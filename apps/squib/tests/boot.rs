@@ -1,8 +1,7 @@
 //! Real-guest boots of the `squib` binary (issue 3, "Done when").
 //!
-//! Every boot test lives in this one binary so that the process-wide semaphore in
-//! `common::boot_slot` bounds the whole run to two guests at once. Boots cost about 45 s of
-//! a host core each, so each test checks several things on one boot. The guest kit comes
+//! `common::boot_slot` bounds the whole run to two guests at once (across test binaries).
+//! Boots cost about 45 s of a host core each, so each test checks several things on one boot. The guest kit comes
 //! from `scripts/guest/build.sh`; its init prints the `SQUIB ...` facts parsed here.
 
 mod common;
@@ -28,6 +27,18 @@ const TICKS: u32 = 15;
 
 /// Configures a guest through the API and starts it.
 fn start_via_api(squib: &Squib, kernel: &str, initrd: &str, args: &str, vcpus: u8, mem_mib: u64) {
+    let machine = json!({ "vcpu_count": vcpus, "mem_size_mib": mem_mib });
+    start_with_machine(squib, kernel, initrd, args, &machine);
+}
+
+/// [`start_via_api`] with any `PUT /machine-config` body.
+fn start_with_machine(
+    squib: &Squib,
+    kernel: &str,
+    initrd: &str,
+    args: &str,
+    machine: &serde_json::Value,
+) {
     let api = squib.api();
     let boot = json!({ "kernel_image_path": kernel, "initrd_path": initrd, "boot_args": args });
     assert_eq!(
@@ -36,9 +47,8 @@ fn start_via_api(squib: &Squib, kernel: &str, initrd: &str, args: &str, vcpus: u
         "PUT /boot-source\n{}",
         squib.report()
     );
-    let machine = json!({ "vcpu_count": vcpus, "mem_size_mib": mem_mib });
     assert_eq!(
-        api.put("/machine-config", &machine).0,
+        api.put("/machine-config", machine).0,
         204,
         "PUT /machine-config\n{}",
         squib.report()
@@ -180,9 +190,11 @@ fn config_file_boot_above_the_hole() {
 }
 
 /// A compressed bzImage (what distributions ship) boots as well as the ELF `vmlinux`. Its
-/// in-guest decompression runs emulated on `kvm_pvm` (minutes), hence one small vCPU.
+/// in-guest decompression runs emulated on `kvm_pvm` (minutes), hence one small vCPU. Its
+/// memory is 2 MiB hugetlbfs pages (`huge_pages: "2M"`), taken from the host's pool at
+/// InstanceStart.
 #[test]
-fn api_boot_bzimage_one_vcpu() {
+fn api_boot_bzimage_one_vcpu_on_huge_pages() {
     retry_on_pvm_crash(api_boot_bzimage);
 }
 
@@ -191,11 +203,19 @@ fn api_boot_bzimage() {
         return;
     };
     let _slot = boot_slot();
+    let pool = HugePagePool::grow_by(64);
     let mut squib = Squib::with_api("boot-bzimage", &["--boot-timer"]);
     let kernel = kit.bz_image().display().to_string();
     let initrd = kit.initramfs().display().to_string();
     let args = boot_args("squib.action=reboot squib.boot_timer=1");
-    start_via_api(&squib, &kernel, &initrd, &args, 1, 128);
+    let before = pool.available();
+    let machine = json!({ "vcpu_count": 1, "mem_size_mib": 128, "huge_pages": "2M" });
+    start_with_machine(&squib, &kernel, &initrd, &args, &machine);
+    assert!(
+        pool.available() + 64 <= before,
+        "128 MiB of guest memory took 64 huge pages from the pool ({before} before, {} after)",
+        pool.available()
+    );
     squib.wait_for(common::READY_MARKER, 2 * BOOT_TIMEOUT);
     assert_eq!(squib.guest_fact("nproc"), 1, "guest vCPUs");
     assert_memtotal_consistent(squib.guest_fact("memtotal_kib"), 128);
@@ -256,4 +276,49 @@ fn send_ctrl_alt_del_reboots() {
         "squib exit after Ctrl-Alt-Del\n{}",
         squib.report()
     );
+}
+
+/// The host's 2 MiB huge page pool, grown for one test and set back on drop.
+struct HugePagePool {
+    original: u64,
+}
+
+const NR_HUGEPAGES: &str = "/proc/sys/vm/nr_hugepages";
+const HUGEPAGES_2M: &str = "/sys/kernel/mm/hugepages/hugepages-2048kB";
+
+impl HugePagePool {
+    /// Adds `pages` pages to the pool (root only); fails the test when the host cannot.
+    fn grow_by(pages: u64) -> HugePagePool {
+        let original = read_number(NR_HUGEPAGES);
+        std::fs::write(NR_HUGEPAGES, (original + pages).to_string())
+            .unwrap_or_else(|e| panic!("grow {NR_HUGEPAGES} (run as root): {e}"));
+        let pool = HugePagePool { original };
+        assert!(
+            pool.available() >= pages,
+            "the host could not add {pages} huge pages to its pool ({} free)",
+            pool.available()
+        );
+        pool
+    }
+
+    /// Free pages nobody has reserved.
+    fn available(&self) -> u64 {
+        read_number(&format!("{HUGEPAGES_2M}/free_hugepages"))
+            .saturating_sub(read_number(&format!("{HUGEPAGES_2M}/resv_hugepages")))
+    }
+}
+
+impl Drop for HugePagePool {
+    fn drop(&mut self) {
+        // Pages still in use become surplus and go back when their owner exits.
+        let _ = std::fs::write(NR_HUGEPAGES, self.original.to_string());
+    }
+}
+
+fn read_number(path: &str) -> u64 {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("read {path}: {e}"))
+        .trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
 }

@@ -89,6 +89,19 @@ pub enum MemoryError {
     /// The regions could not form one guest memory (none, overlapping, unsorted).
     #[error("cannot assemble the guest memory regions: {0}")]
     Regions(#[source] GuestRegionCollectionError),
+    /// The host's 2 MiB huge page pool cannot back the guest.
+    #[error(
+        "not enough 2 MiB huge pages for {mem_size_mib} MiB of guest memory: {needed} needed, \
+         {available} available on the host (raise /proc/sys/vm/nr_hugepages)"
+    )]
+    HugePagesUnavailable {
+        /// Guest memory asked for.
+        mem_size_mib: usize,
+        /// 2 MiB pages it needs.
+        needed: u64,
+        /// Free, unreserved pages in the pool when the mapping failed.
+        available: u64,
+    },
     /// A restored region is empty, or does not start and end on a page boundary.
     #[error(
         "guest memory region at {addr:#x} of {size:#x} bytes is not a non-empty run of whole \
@@ -170,9 +183,22 @@ pub fn arch_memory_regions(mem_size_bytes: usize) -> Vec<(GuestAddress, usize)> 
     }
 }
 
-/// Maps `mem_size_mib` MiB of guest RAM, one anonymous private `MAP_NORESERVE` mapping per
-/// region of [`arch_memory_regions`].
+/// Maps `mem_size_mib` MiB of guest RAM of base pages: [`create_guest_memory_backed`] with
+/// [`HugePageMode::None`].
 pub fn create_guest_memory(mem_size_mib: usize) -> Result<GuestMemoryMmap, MemoryError> {
+    create_guest_memory_backed(mem_size_mib, HugePageMode::None)
+}
+
+/// Maps `mem_size_mib` MiB of guest RAM, one anonymous private mapping per region of
+/// [`arch_memory_regions`], of base pages (`MAP_NORESERVE`: pages come when first touched),
+/// base pages advised for transparent huge pages, or 2 MiB hugetlbfs pages. Hugetlbfs pages
+/// are reserved from the host's pool now, so a pool too small for the guest is an error here
+/// ([`MemoryError::HugePagesUnavailable`]) rather than a `SIGBUS` when the guest first touches
+/// a page the pool cannot give.
+pub fn create_guest_memory_backed(
+    mem_size_mib: usize,
+    huge: HugePageMode,
+) -> Result<GuestMemoryMmap, MemoryError> {
     if mem_size_mib == 0 {
         return Err(MemoryError::ZeroSize);
     }
@@ -183,9 +209,29 @@ pub fn create_guest_memory(mem_size_mib: usize) -> Result<GuestMemoryMmap, Memor
         });
     }
     // Cannot overflow: MAX_MEM_SIZE_MIB << 20 fits a 64-bit usize.
+    if huge == HugePageMode::Hugetlbfs2M && mem_size_mib % 2 != 0 {
+        return Err(MemoryError::Unaligned {
+            addr: 0,
+            size: mem_size_mib << 20,
+            page_size: huge.page_size(),
+        });
+    }
     let regions = arch_memory_regions(mem_size_mib << 20)
         .into_iter()
-        .map(|(addr, size)| map_region(addr, size, None, HugePageMode::None))
+        .map(|(addr, size)| {
+            map_region(addr, size, None, huge, Reserve::Hugetlbfs).map_err(|e| match e {
+                MemoryError::Mmap { source, .. }
+                    if huge == HugePageMode::Hugetlbfs2M && is_out_of_memory(&source) =>
+                {
+                    MemoryError::HugePagesUnavailable {
+                        mem_size_mib,
+                        needed: (mem_size_mib / 2) as u64,
+                        available: available_huge_pages_2m(),
+                    }
+                }
+                e => e,
+            })
+        })
         .collect::<Result<Vec<_>, _>>()?;
     GuestMemoryMmap::from_regions(regions).map_err(MemoryError::Regions)
 }
@@ -220,7 +266,8 @@ pub fn create_guest_memory_from_file(
     for &(addr, size) in regions {
         let file_offset = FileOffset::from_arc(Arc::clone(&file), offset);
         mapped.push(
-            map_region(addr, size, Some(file_offset), huge).map_err(MemoryFromFileError::Memory)?,
+            map_region(addr, size, Some(file_offset), huge, Reserve::Nothing)
+                .map_err(MemoryFromFileError::Memory)?,
         );
         // Cannot overflow: the sum of all sizes fits the file length checked above.
         offset += size as u64;
@@ -240,7 +287,7 @@ pub fn create_guest_memory_for_uffd(
     check_restored_regions(regions, huge)?;
     let mapped = regions
         .iter()
-        .map(|&(addr, size)| map_region(addr, size, None, huge))
+        .map(|&(addr, size)| map_region(addr, size, None, huge, Reserve::Nothing))
         .collect::<Result<Vec<_>, _>>()?;
     GuestMemoryMmap::from_regions(mapped).map_err(MemoryError::Regions)
 }
@@ -290,19 +337,34 @@ fn exclude_from_core_dumps(ptr: *mut u8, size: usize) {
     }
 }
 
-/// One private `MAP_NORESERVE` mapping of `size` bytes placed at guest address `addr`: of the
-/// file at `file_offset` when there is one, anonymous otherwise.
+/// Whether a mapping reserves its pages when it is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reserve {
+    /// Never (`MAP_NORESERVE`): pages are found when first touched.
+    Nothing,
+    /// Hugetlbfs pages are taken from the pool at `mmap` (which fails if it is short); base
+    /// pages still come on first touch.
+    Hugetlbfs,
+}
+
+/// One private mapping of `size` bytes placed at guest address `addr`: of the file at
+/// `file_offset` when there is one, anonymous otherwise; `MAP_NORESERVE` unless `reserve`
+/// asks for its hugetlbfs pages now.
 fn map_region(
     addr: GuestAddress,
     size: usize,
     file_offset: Option<FileOffset>,
     huge: HugePageMode,
+    reserve: Reserve,
 ) -> Result<GuestRegionMmap, MemoryError> {
-    let mut flags = libc::MAP_PRIVATE | libc::MAP_NORESERVE;
+    let hugetlbfs = huge == HugePageMode::Hugetlbfs2M;
+    let mut flags = libc::MAP_PRIVATE;
+    if !(hugetlbfs && reserve == Reserve::Hugetlbfs) {
+        flags |= libc::MAP_NORESERVE;
+    }
     if file_offset.is_none() {
         flags |= libc::MAP_ANONYMOUS;
     }
-    let hugetlbfs = huge == HugePageMode::Hugetlbfs2M;
     if hugetlbfs {
         flags |= libc::MAP_HUGETLB | libc::MAP_HUGE_2MB;
     }
@@ -324,6 +386,25 @@ fn map_region(
     }
     GuestRegionMmap::new(mapping, addr).ok_or(MemoryError::RegionOverflow { addr: addr.0, size })
 }
+
+/// Whether a failed `mmap` ran out of memory (for hugetlbfs: the pool could not reserve).
+fn is_out_of_memory(error: &MmapRegionError) -> bool {
+    matches!(error, MmapRegionError::Mmap(e) if e.raw_os_error() == Some(libc::ENOMEM))
+}
+
+/// 2 MiB huge pages the host's pool can still give: free and not reserved by a mapping.
+pub fn available_huge_pages_2m() -> u64 {
+    let read = |name: &str| -> u64 {
+        std::fs::read_to_string(format!("{HUGE_PAGES_2M_SYSFS}/{name}"))
+            .ok()
+            .and_then(|text| text.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    read("free_hugepages").saturating_sub(read("resv_hugepages"))
+}
+
+/// The host's 2 MiB hugetlbfs pool in sysfs.
+const HUGE_PAGES_2M_SYSFS: &str = "/sys/kernel/mm/hugepages/hugepages-2048kB";
 
 /// A clear bitmap for a region of `size` bytes. Built explicitly: vm-memory's default
 /// `AtomicBitmap` has no bits at all, and silently ignores every page marked in it.

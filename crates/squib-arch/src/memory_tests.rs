@@ -296,3 +296,68 @@ fn hugetlbfs_memory_still_tracks_4k_pages() {
         (4 << 20) / DIRTY_PAGE_SIZE
     );
 }
+
+/// The `VmFlags` line of this process's `/proc/self/smaps` entry for the mapping at `addr`.
+fn vm_flags(addr: *const u8) -> String {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+    let start = format!("{:x}-", addr as usize);
+    let entry = smaps
+        .split_inclusive('\n')
+        .skip_while(|line| !line.starts_with(&start))
+        .find(|line| line.starts_with("VmFlags:"))
+        .unwrap_or_else(|| panic!("no smaps entry at {start}"));
+    entry.to_owned()
+}
+
+#[test]
+fn boot_memory_can_ask_for_transparent_huge_pages() {
+    let mem = create_guest_memory_backed(64, HugePageMode::Transparent).unwrap();
+    let region = mem.find_region(GuestAddress(0)).unwrap();
+    assert!(
+        vm_flags(region.as_ptr()).contains(" hg"),
+        "MADV_HUGEPAGE on the region: {}",
+        vm_flags(region.as_ptr())
+    );
+    mem.write_obj(7u64, GuestAddress(32 << 20)).unwrap();
+    assert_eq!(mem.read_obj::<u64>(GuestAddress(32 << 20)).unwrap(), 7);
+    let plain = create_guest_memory_backed(64, HugePageMode::None).unwrap();
+    let region = plain.find_region(GuestAddress(0)).unwrap();
+    assert!(!vm_flags(region.as_ptr()).contains(" hg"));
+}
+
+#[test]
+fn hugetlbfs_boot_memory_is_reserved_from_the_pool_or_refused_saying_why() {
+    // 64 MiB needs 32 pages of 2 MiB. The host's pool is not changed here: with enough free
+    // pages the mapping takes them (reserved, without MAP_NORESERVE); without, the error names
+    // the shortfall. Either way one branch is checked for real.
+    let available = available_huge_pages_2m();
+    match create_guest_memory_backed(64, HugePageMode::Hugetlbfs2M) {
+        Ok(mem) => {
+            assert!(available >= 32, "mapped with only {available} free pages");
+            let region = mem.find_region(GuestAddress(0)).unwrap();
+            assert_eq!(region.is_hugetlbfs(), Some(true));
+            assert_eq!(region.flags() & libc::MAP_NORESERVE, 0, "reserved at mmap");
+            assert!(available_huge_pages_2m() + 32 <= available, "pages left the pool");
+        }
+        Err(e) => {
+            assert!(available < 32, "refused with {available} free pages: {e}");
+            assert!(
+                matches!(
+                    e,
+                    MemoryError::HugePagesUnavailable {
+                        mem_size_mib: 64,
+                        needed: 32,
+                        ..
+                    }
+                ),
+                "{e:?}"
+            );
+            assert!(e.to_string().contains("/proc/sys/vm/nr_hugepages"), "{e}");
+        }
+    }
+    // An odd number of MiB cannot be made of 2 MiB pages.
+    assert!(matches!(
+        create_guest_memory_backed(65, HugePageMode::Hugetlbfs2M),
+        Err(MemoryError::Unaligned { .. })
+    ));
+}

@@ -14,8 +14,7 @@ use squib_arch::cpuid::pvm::PVM_GUEST_KERNEL_ARGS;
 use squib_arch::cpuid::{host_is_kvm_pvm, CpuidConfig};
 use squib_arch::kernel::{load_initrd_above, load_kernel, LoadedKernel};
 use squib_arch::layout::CMDLINE_MAX_SIZE;
-use squib_arch::memory::create_guest_memory;
-use squib_arch::memory::GuestMemoryMmap;
+use squib_arch::memory::{create_guest_memory_backed, GuestMemoryMmap, HugePageMode};
 use squib_arch::mptable::setup_mptable;
 use squib_arch::regs::{setup_boot_vcpu_state, setup_lapic};
 use squib_devices::legacy::boot_timer::{BootTimer, TimestampUs};
@@ -26,6 +25,7 @@ use squib_devices::virtio::mmio::MmioTransport;
 use squib_devices::virtio::net::Net;
 use squib_devices::virtio::rng::{self, Entropy};
 use squib_devices::virtio::vsock::Vsock;
+use squib_api::schemas::machine_config::HugePages;
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::cpu_config::{CpuTemplateChoice, VcpuCpuConfig};
@@ -92,6 +92,15 @@ pub struct RunningVm {
     pub uffd: Option<squib_uffd::UffdHandoff>,
 }
 
+/// The guest memory backing of a `huge_pages` setting.
+pub(crate) fn huge_page_mode(huge_pages: HugePages) -> HugePageMode {
+    match huge_pages {
+        HugePages::None => HugePageMode::None,
+        HugePages::Transparent => HugePageMode::Transparent,
+        HugePages::Hugetlbfs2M => HugePageMode::Hugetlbfs2M,
+    }
+}
+
 /// Build the microVM described by `resources` and start its vCPUs.
 ///
 /// # Errors
@@ -108,7 +117,7 @@ pub fn build_microvm(
 
     let kvm = Kvm::new().map_err(StartMicrovmError::Kvm)?;
     let mut cpu = VcpuCpuConfig::new(&kvm, CpuTemplateChoice::of(resources))?;
-    let mem = create_guest_memory(machine.mem_size_mib)?;
+    let mem = create_guest_memory_backed(machine.mem_size_mib, huge_page_mode(machine.huge_pages))?;
     let vm = Vm::new(&kvm)?;
     vm.register_memory(&mem, machine.track_dirty_pages)?;
 

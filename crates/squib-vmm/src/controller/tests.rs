@@ -200,11 +200,6 @@ fn what_squib_cannot_build_yet_is_refused_when_put_naming_it() {
             json!({"total_size_mib": 1024}),
             "virtio-mem (memory hotplug) is not supported by squib yet.",
         ),
-        (
-            "/machine-config",
-            json!({"vcpu_count": 1, "mem_size_mib": 128, "huge_pages": "2M"}),
-            "Huge pages (huge_pages) is not supported by squib yet.",
-        ),
     ];
     for (path, body, message) in cases {
         assert_eq!(
@@ -219,6 +214,22 @@ fn what_squib_cannot_build_yet_is_refused_when_put_naming_it() {
         vmm.handle_action(parsed("PUT", "/machine-config", &defaults)),
         ApiResponse::NoContent
     ));
+}
+
+#[test]
+fn huge_pages_are_accepted_and_shown_in_the_vm_config() {
+    let mut vmm = vmm();
+    for huge in ["2M", "Transparent", "None"] {
+        let body = json!({"vcpu_count": 1, "mem_size_mib": 128, "huge_pages": huge});
+        assert!(matches!(
+            vmm.handle_action(parsed("PUT", "/machine-config", &body)),
+            ApiResponse::NoContent
+        ));
+        let ApiResponse::Json(config) = vmm.handle_action(ApiAction::GetVmConfig) else {
+            panic!("GET /vm/config is JSON");
+        };
+        assert_eq!(config["machine-config"]["huge_pages"], huge);
+    }
 }
 
 #[test]

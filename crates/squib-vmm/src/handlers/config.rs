@@ -5,10 +5,10 @@
 use squib_api::action::ApiResponse;
 use squib_api::schemas::vm_config::VmConfig;
 use squib_api::schemas::{
-    BootSourceConfig, CpuConfig, HugePages, MachineConfig, MachineConfigPatch, SerialConfig,
+    BootSourceConfig, CpuConfig, MachineConfig, MachineConfigPatch, SerialConfig,
 };
 
-use crate::controller::{not_supported, ActionError, ActionResult};
+use crate::controller::{ActionError, ActionResult};
 use crate::vmm::Vmm;
 
 /// A `200` with `value` as JSON.
@@ -26,12 +26,7 @@ impl Vmm {
     /// `PUT /machine-config`: a full replacement, but for the CPU template: without
     /// `cpu_template` the template chosen before (static or custom) stays, as in Firecracker;
     /// with one (`None` included) it replaces a custom template, since the last choice wins.
-    /// Settings squib does not implement yet are refused here, naming them, rather than
-    /// accepted and ignored.
     pub(crate) fn put_machine_config(&mut self, mut config: MachineConfig) -> ActionResult {
-        if config.huge_pages != HugePages::None {
-            return Err(not_supported("Huge pages (huge_pages)"));
-        }
         match config.cpu_template {
             None => config.cpu_template = self.resources.machine_config().cpu_template,
             Some(_) => self.resources.cpu_config = None,

@@ -12,7 +12,6 @@ use std::fs::File;
 
 use squib_api::action::ApiResponse;
 use squib_api::mirror::VmState;
-use squib_api::schemas::machine_config::HugePages;
 use squib_api::schemas::snapshot::{MemBackendType, WorkingSetConfig};
 use squib_api::schemas::SnapshotLoadConfig;
 use squib_arch::memory::{
@@ -27,8 +26,8 @@ use vm_memory::GuestAddress;
 use super::working_set::{mapped_regions, prefetch, WorkingSetRecorder};
 use super::MicrovmState;
 use crate::builder::restore::restore_microvm;
-use crate::builder::BuildContext;
-use crate::controller::{not_supported, ActionError, ActionResult};
+use crate::builder::{huge_page_mode, BuildContext};
+use crate::controller::{ActionError, ActionResult};
 use crate::exit_code::FcExitCode;
 use crate::vmm::Vmm;
 
@@ -49,9 +48,6 @@ impl Vmm {
     pub(crate) fn load_snapshot(&mut self, load: SnapshotLoadConfig) -> ActionResult {
         if self.boot_resources_configured {
             return Err(ActionError::fault(LOAD_NOT_ALLOWED));
-        }
-        if load.huge_pages.is_some_and(|h| h != HugePages::None) {
-            return Err(not_supported("Huge pages"));
         }
         let start_us = monotonic_us();
         match self.restore_snapshot(&load) {
@@ -75,7 +71,9 @@ impl Vmm {
             .map_err(|e| format!("Failed to restore from snapshot: {}", state_file_error(&e)))?;
         self.restore_resources(&state.config_json, load)
             .map_err(|e| format!("Failed to restore from snapshot: {e}"))?;
-        let memory = restored_memory(&state, load)?;
+        // The snapshot's backing, or the load's `huge_pages` override (already applied).
+        let huge = huge_page_mode(self.resources.machine_config().huge_pages);
+        let memory = restored_memory(&state, load, huge)?;
         let reset_evt = self.reset_evt().map_err(|e| e.to_string())?;
         let ctx = BuildContext {
             start: TimestampUs::now(),
@@ -143,6 +141,7 @@ fn saved_regions(state: &MicrovmState) -> Result<Vec<(GuestAddress, usize)>, Str
 fn restored_memory(
     state: &MicrovmState,
     load: &SnapshotLoadConfig,
+    huge: HugePageMode,
 ) -> Result<RestoredMemory, String> {
     let regions = saved_regions(state)?;
     let path = &load.mem_backend.backend_path;
@@ -154,7 +153,7 @@ fn restored_memory(
                      guest memory from file: Failed to load guest memory: {e}"
                 )
             })?;
-            let mem = create_guest_memory_from_file(&regions, &file, HugePageMode::None).map_err(
+            let mem = create_guest_memory_from_file(&regions, &file, huge).map_err(
                 |e| {
                     format!(
                         "Failed to restore from snapshot: Failed to load guest memory: Error \
@@ -179,7 +178,7 @@ fn restored_memory(
                      creating guest memory from uffd: {e}"
                 )
             };
-            let mem = create_guest_memory_for_uffd(&regions, HugePageMode::None)
+            let mem = create_guest_memory_for_uffd(&regions, huge)
                 .map_err(|e| uffd_error(&e))?;
             let handoff = squib_uffd::hand_off(&mem, path).map_err(|e| uffd_error(&e))?;
             Ok(RestoredMemory {
