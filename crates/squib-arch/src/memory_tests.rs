@@ -337,7 +337,10 @@ fn hugetlbfs_boot_memory_is_reserved_from_the_pool_or_refused_saying_why() {
             let region = mem.find_region(GuestAddress(0)).unwrap();
             assert_eq!(region.is_hugetlbfs(), Some(true));
             assert_eq!(region.flags() & libc::MAP_NORESERVE, 0, "reserved at mmap");
-            assert!(available_huge_pages_2m() + 32 <= available, "pages left the pool");
+            assert!(
+                available_huge_pages_2m() + 32 <= available,
+                "pages left the pool"
+            );
         }
         Err(e) => {
             assert!(available < 32, "refused with {available} free pages: {e}");

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use event_manager::{EventManager, MutEventSubscriber, SubscriberOps};
 use kvm_ioctls::{Kvm, VcpuFd};
 use linux_loader::cmdline::Cmdline;
+use squib_api::schemas::machine_config::HugePages;
 use squib_arch::acpi::{create_acpi_tables, AcpiConfig};
 use squib_arch::boot::{configure_system, BootConfig};
 use squib_arch::cpuid::pvm::PVM_GUEST_KERNEL_ARGS;
@@ -25,7 +26,6 @@ use squib_devices::virtio::mmio::MmioTransport;
 use squib_devices::virtio::net::Net;
 use squib_devices::virtio::rng::{self, Entropy};
 use squib_devices::virtio::vsock::Vsock;
-use squib_api::schemas::machine_config::HugePages;
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::cpu_config::{CpuTemplateChoice, VcpuCpuConfig};

@@ -153,14 +153,12 @@ fn restored_memory(
                      guest memory from file: Failed to load guest memory: {e}"
                 )
             })?;
-            let mem = create_guest_memory_from_file(&regions, &file, huge).map_err(
-                |e| {
-                    format!(
-                        "Failed to restore from snapshot: Failed to load guest memory: Error \
+            let mem = create_guest_memory_from_file(&regions, &file, huge).map_err(|e| {
+                format!(
+                    "Failed to restore from snapshot: Failed to load guest memory: Error \
                          creating guest memory from file: {e}"
-                    )
-                },
-            )?;
+                )
+            })?;
             let recorder = match &load.working_set {
                 Some(config) => working_set(&file, &mem, config)?,
                 None => None,
@@ -178,8 +176,7 @@ fn restored_memory(
                      creating guest memory from uffd: {e}"
                 )
             };
-            let mem = create_guest_memory_for_uffd(&regions, huge)
-                .map_err(|e| uffd_error(&e))?;
+            let mem = create_guest_memory_for_uffd(&regions, huge).map_err(|e| uffd_error(&e))?;
             let handoff = squib_uffd::hand_off(&mem, path).map_err(|e| uffd_error(&e))?;
             Ok(RestoredMemory {
                 mem,
