@@ -55,4 +55,4 @@ JSON
 step "booting ($root root; the guest takes about a minute on kvm_pvm hosts)"
 step "API: curl --unix-socket $run/api.sock http://localhost/"
 step "exit the guest shell to stop the microVM"
-target/release/squib --api-sock "$run/api.sock" --id squib-demo --config-file "$run/vm_config.json"
+"${CARGO_TARGET_DIR:-target}"/x86_64-unknown-linux-gnu/release/squib --api-sock "$run/api.sock" --id squib-demo --config-file "$run/vm_config.json"

@@ -127,12 +127,13 @@ fn header(scenarios: &[Scenario]) -> String {
     out
 }
 
-/// A warning line when a measured binary is a cargo debug build (`target/debug/`).
+/// A warning line when a measured binary is a cargo debug build (`target/debug/`, or
+/// `target/<triple>/debug/` as this workspace's `.cargo/config.toml` names the target).
 fn debug_build_note(binaries: &[String]) -> String {
     let debug: Vec<&str> = ["A", "B"]
         .into_iter()
         .zip(binaries)
-        .filter(|(_, b)| b.contains("target/debug/"))
+        .filter(|(_, b)| is_debug_build(b))
         .map(|(name, _)| name)
         .collect();
     if debug.is_empty() {
@@ -143,6 +144,17 @@ fn debug_build_note(binaries: &[String]) -> String {
          with release binaries for figures worth quoting.\n",
         debug.join(" and ")
     )
+}
+
+/// Whether a binary path lies in a cargo `debug` output directory under a `target` directory.
+fn is_debug_build(path: &str) -> bool {
+    let parts: Vec<&str> = path.split('/').collect();
+    parts
+        .windows(2)
+        .any(|w| w[1] == "debug" && w[0] == "target")
+        || parts
+            .windows(3)
+            .any(|w| w[0] == "target" && w[1].contains('-') && w[2] == "debug")
 }
 
 /// The command as typed, for the report (arguments with spaces quoted).
@@ -282,6 +294,13 @@ mod tests {
         let note = debug_build_note(&bins);
         assert!(note.contains("Binary B is a debug build"), "{note}");
         assert_eq!(debug_build_note(&bins[..1]), "");
+        let triple = [
+            "/w/target/x86_64-unknown-linux-gnu/debug/squib".to_owned(),
+            "/w/target/x86_64-unknown-linux-gnu/release/squib".to_owned(),
+        ];
+        let note = debug_build_note(&triple);
+        assert!(note.contains("Binary A is a debug build"), "{note}");
+        assert_eq!(debug_build_note(&triple[1..]), "");
     }
 
     #[test]

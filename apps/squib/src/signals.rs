@@ -83,17 +83,20 @@ const HANDLED: [c_int; 8] = [
     libc::SIGPIPE,
 ];
 
-/// Installs the handlers and starts the `fc_signal` thread. Call once, early, after the
-/// logger is configured (Firecracker's `register_signal_handlers`).
+/// Installs the handlers and creates the report pipe. Call once, early, after the logger is
+/// configured (Firecracker's `register_signal_handlers`); then [`Reporter::start`] once the
+/// API socket is listening.
+///
+/// The `fc_signal` thread is started later because spawning a thread is one of the few costs
+/// of start-up (BENCHMARKS.md, "Start-up: where the time goes") and nothing needs it before
+/// the socket accepts: a record sent before it runs waits in the pipe, and a fatal signal in
+/// that window still ends the process with its exit code (the handler's own `_exit` after
+/// [`REPORT_TIMEOUT`], as when the thread is stuck).
 ///
 /// # Errors
-/// When the pipe, the thread or a `sigaction` fails: start-up then exits 1, as Firecracker.
-pub fn install() -> Result<(), SignalError> {
+/// When the pipe or a `sigaction` fails: start-up then exits 1, as Firecracker.
+pub fn install() -> Result<Reporter, SignalError> {
     let (read_end, write_end) = report_pipe().map_err(SignalError::Pipe)?;
-    std::thread::Builder::new()
-        .name(THREAD_NAME.into())
-        .spawn(move || report_loop(read_end))
-        .map_err(SignalError::Thread)?;
     // The write end lives as long as the process: handlers may run until `_exit`.
     REPORT_FD.store(write_end, Ordering::SeqCst);
     for signal in HANDLED {
@@ -105,7 +108,28 @@ pub fn install() -> Result<(), SignalError> {
         register_signal_handler(signal, handler)
             .map_err(|source| SignalError::Register { signal, source })?;
     }
-    Ok(())
+    Ok(Reporter { read_end })
+}
+
+/// The read end of the report pipe, waiting for its `fc_signal` thread.
+#[must_use = "without `start`, fatal signals are not logged"]
+pub struct Reporter {
+    read_end: OwnedFd,
+}
+
+impl Reporter {
+    /// Starts the `fc_signal` thread, which logs what the handlers sent so far and from now.
+    ///
+    /// # Errors
+    /// When the thread cannot be spawned: start-up then exits 1, as Firecracker.
+    pub fn start(self) -> Result<(), SignalError> {
+        let read_end = self.read_end;
+        std::thread::Builder::new()
+            .name(THREAD_NAME.into())
+            .spawn(move || report_loop(read_end))
+            .map_err(SignalError::Thread)?;
+        Ok(())
+    }
 }
 
 /// A pipe whose read end blocks and whose write end does not (a handler must never block
@@ -438,7 +462,10 @@ mod tests {
 
     #[test]
     fn sigpipe_is_counted_and_the_process_survives() {
-        install().expect("install the signal handlers");
+        install()
+            .expect("install the signal handlers")
+            .start()
+            .expect("start the report thread");
         let before = METRICS.signals.sigpipe.count();
         // SAFETY: raising SIGPIPE runs `handle_sigpipe`, which only counts and reports it.
         let rc = unsafe { libc::raise(libc::SIGPIPE) };

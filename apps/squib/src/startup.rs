@@ -37,15 +37,18 @@ pub fn run(args: impl IntoIterator<Item = String>) -> i32 {
     }
     crate::panic_hook::install();
     squib_vmm::device_metrics::register_zeroed_device_groups();
-    if let Err(e) = crate::signals::install() {
-        log::error!("{e}");
-        return FcExitCode::GenericError.code();
-    }
+    let reporter = match crate::signals::install() {
+        Ok(reporter) => reporter,
+        Err(e) => {
+            log::error!("{e}");
+            return FcExitCode::GenericError.code();
+        }
+    };
     log::info!(
         "Running Firecracker v{}",
         squib_api::version::FIRECRACKER_VERSION
     );
-    let code = run_vmm(&cli, start);
+    let code = run_vmm(&cli, start, reporter);
     if let Err(e) = squib_logger::metrics::write_metrics() {
         log::warn!("Failed to write metrics at exit: {e}");
     }
@@ -76,7 +79,11 @@ fn init_logging(cli: &Cli) -> Result<(), FcExitCode> {
     Ok(())
 }
 
-fn run_vmm(cli: &Cli, start: squib_vmm::TimestampUs) -> FcExitCode {
+fn run_vmm(
+    cli: &Cli,
+    start: squib_vmm::TimestampUs,
+    reporter: crate::signals::Reporter,
+) -> FcExitCode {
     let (control, flags) = match ControlEvents::new() {
         Ok(pair) => pair,
         Err(e) => {
@@ -94,6 +101,11 @@ fn run_vmm(cli: &Cli, start: squib_vmm::TimestampUs) -> FcExitCode {
         }
     };
     record_startup_time(cli, start);
+    // Only now: the socket already accepts while this thread is spawned (see signals::install).
+    if let Err(e) = reporter.start() {
+        log::error!("{e}");
+        return FcExitCode::GenericError;
+    }
     let options = VmmOptions {
         boot_timer: cli.boot_timer,
         mmds_size_limit: cli.mmds_size_limit.unwrap_or(cli.http_api_max_payload_size),
