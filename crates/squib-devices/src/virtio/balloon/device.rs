@@ -9,6 +9,7 @@
 //! is what lets it refuse a second inflate of the same page.
 
 use std::fmt;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -102,7 +103,7 @@ impl Balloon {
             actual_pages: 0,
             stats_queue,
             reporting_queue,
-            stats_timer: TimerFd::new().map_err(|e| BalloonError::Io(e.into()))?,
+            stats_timer: nonblocking_timer().map_err(BalloonError::Io)?,
             stats_desc: None,
             latest_stats: BalloonStats::default(),
             inflated: Vec::new(),
@@ -469,6 +470,11 @@ impl Balloon {
     /// The polling timer fired: give the held buffer back so the guest refills it.
     pub fn process_stats_timer(&mut self) {
         if let Err(e) = self.stats_timer.wait() {
+            let e = std::io::Error::from(e);
+            if e.kind() == std::io::ErrorKind::WouldBlock {
+                // Re-armed (by a new interval) between the event and now: no tick is due.
+                return;
+            }
             self.metrics.event_fails.inc();
             log::error!("balloon: cannot read the stats timer: {e}");
             return;
@@ -521,6 +527,27 @@ impl Balloon {
         b[4..].copy_from_slice(&self.actual_pages.to_le_bytes());
         b
     }
+}
+
+/// A disarmed timerfd whose reads never block: the event loop must not wait on a timer
+/// that a new polling interval re-armed after epoll reported it.
+fn nonblocking_timer() -> std::io::Result<TimerFd> {
+    let timer = TimerFd::new().map_err(std::io::Error::from)?;
+    let fd = timer.as_raw_fd();
+    // SAFETY: `fd` is the timerfd just created and owned by `timer`; F_GETFL/F_SETFL only
+    // read and set its status flags.
+    let ret = unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        if flags < 0 {
+            flags
+        } else {
+            libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK)
+        }
+    };
+    if ret < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(timer)
 }
 
 /// `amount_mib` in 4 KiB pages.

@@ -170,7 +170,11 @@ fn stats_buffer_is_held_until_the_polling_tick() {
     assert_eq!(s.total_memory, Some(256 << 20));
     assert_eq!(s.available_memory, Some(200 << 20));
     assert_eq!(s.swap_in, None);
+    // Before the timer expires its event does nothing (and does not block).
+    h.dev.process_stats_timer();
+    assert_eq!(h.vqs[q].used_idx(), 0);
     // The 1 s timer fires and the buffer goes back to the guest.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
     h.dev.process_stats_timer();
     assert_eq!(h.vqs[q].used_idx(), 1);
     assert_eq!(h.dev.metrics().stats_updates_count.count(), 1);
