@@ -435,7 +435,7 @@ fn attach_vsock(
     Ok(Some(device))
 }
 
-/// The virtio-balloon device `PUT /balloon` asked for (free page hinting is refused at PUT).
+/// The virtio-balloon device `PUT /balloon` asked for.
 fn attach_balloon(
     devices: &mut DeviceManager,
     vm: &Vm,
@@ -450,6 +450,7 @@ fn attach_balloon(
         amount_mib: config.amount_mib,
         deflate_on_oom: config.deflate_on_oom,
         stats_polling_interval_s: config.stats_polling_interval_s,
+        free_page_hinting: config.free_page_hinting,
         free_page_reporting: config.free_page_reporting,
     })?;
     squib_logger::metrics::register_group(balloon::METRICS_GROUP, device.metrics());

@@ -186,11 +186,6 @@ fn what_squib_cannot_build_yet_is_refused_when_put_naming_it() {
     let mut vmm = vmm();
     let cases = [
         (
-            "/balloon",
-            json!({"amount_mib": 0, "deflate_on_oom": false, "free_page_hinting": true}),
-            "Balloon free page hinting (free_page_hinting) is not supported by squib yet.",
-        ),
-        (
             "/pmem/p0",
             json!({"id": "p0", "path_on_host": "/p"}),
             "virtio-pmem is not supported by squib yet.",
@@ -236,13 +231,13 @@ fn balloon_is_validated_stored_and_shown_before_boot() {
         "Balloon config error: Amount of pages requested is too large."
     );
     let body = json!({"amount_mib": 64, "deflate_on_oom": true, "stats_polling_interval_s": 2,
-        "free_page_reporting": true});
+        "free_page_hinting": true, "free_page_reporting": true});
     assert!(matches!(
         vmm.handle_action(parsed("PUT", "/balloon", &body)),
         ApiResponse::NoContent
     ));
     let shown = json!({"amount_mib": 64, "deflate_on_oom": true, "stats_polling_interval_s": 2,
-        "free_page_hinting": false, "free_page_reporting": true});
+        "free_page_hinting": true, "free_page_reporting": true});
     let ApiResponse::Json(got) = vmm.handle_action(ApiAction::GetBalloon) else {
         panic!("GET /balloon is JSON");
     };

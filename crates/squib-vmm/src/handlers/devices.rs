@@ -1,6 +1,5 @@
 //! Device actions: drives, network interfaces, vsock, entropy, balloon, and the devices
-//! squib does not build yet (pmem, memory hotplug, balloon free page hinting: refused when
-//! put, naming them). Before boot
+//! squib does not build yet (pmem, memory hotplug: refused when put, naming them). Before boot
 //! they configure the store (checks across resources: one root device, unique MACs); after
 //! boot they update running devices.
 
@@ -35,11 +34,6 @@ fn no_hot_unplug() -> ActionError {
 /// Every balloon action on a VM without a balloon device.
 fn no_balloon() -> ActionError {
     ActionError::fault("Balloon config error: No balloon device found.")
-}
-
-/// Hinting actions on a balloon built without hinting (always: `PUT` refuses it).
-fn no_hinting() -> ActionError {
-    ActionError::invalid("Balloon: Attempting to use hinting when not enabled")
 }
 
 /// The device, even if a panicking thread poisoned its lock (its state stays consistent:
@@ -166,14 +160,8 @@ impl Vmm {
         Ok(ApiResponse::NoContent)
     }
 
-    /// `PUT /balloon` (before boot): checked against guest memory; free page hinting is not
-    /// built and is refused rather than ignored.
+    /// `PUT /balloon` (before boot): the target is checked against guest memory.
     pub(crate) fn put_balloon(&mut self, config: BalloonConfig) -> ActionResult {
-        if config.free_page_hinting {
-            return Err(not_supported(
-                "Balloon free page hinting (free_page_hinting)",
-            ));
-        }
         if config.amount_mib as usize > self.resources.machine_config().mem_size_mib {
             return Err(ActionError::invalid(
                 "Amount of pages requested is too large.",
@@ -218,10 +206,16 @@ impl Vmm {
         json_response(&stats)
     }
 
-    /// `GET /balloon/hinting/status`: hinting is never enabled (refused at PUT).
+    /// `GET /balloon/hinting/status`: the host's and the guest's last command ids.
     pub(crate) fn get_balloon_hinting_status(&mut self) -> ActionResult {
-        self.balloon_device().ok_or_else(no_balloon)?;
-        Err(no_hinting())
+        let device = self.balloon_device().ok_or_else(no_balloon)?;
+        let status = lock(&device)
+            .hinting_status()
+            .map_err(ActionError::invalid)?;
+        Ok(ApiResponse::Json(serde_json::json!({
+            "host_cmd": status.host_cmd,
+            "guest_cmd": status.guest_cmd,
+        })))
     }
 
     /// `PATCH /balloon`: a new target, at most guest memory.
@@ -249,16 +243,21 @@ impl Vmm {
         Ok(ApiResponse::NoContent)
     }
 
-    /// `PATCH /balloon/hinting/start`: hinting is never enabled (refused at PUT).
-    pub(crate) fn start_balloon_hinting(&mut self, _cmd: BalloonStartCmd) -> ActionResult {
-        self.balloon_device().ok_or_else(no_balloon)?;
-        Err(no_hinting())
+    /// `PATCH /balloon/hinting/start`: a new hinting run (the guest acknowledges its end
+    /// on its own unless `acknowledge_on_stop` is false).
+    pub(crate) fn start_balloon_hinting(&mut self, cmd: BalloonStartCmd) -> ActionResult {
+        let device = self.balloon_device().ok_or_else(no_balloon)?;
+        lock(&device)
+            .start_hinting(cmd.acknowledge_on_stop.unwrap_or(true))
+            .map_err(ActionError::invalid)?;
+        Ok(ApiResponse::NoContent)
     }
 
-    /// `PATCH /balloon/hinting/stop`: hinting is never enabled (refused at PUT).
+    /// `PATCH /balloon/hinting/stop`: DONE, the guest takes its hinted pages back.
     pub(crate) fn stop_balloon_hinting(&mut self) -> ActionResult {
-        self.balloon_device().ok_or_else(no_balloon)?;
-        Err(no_hinting())
+        let device = self.balloon_device().ok_or_else(no_balloon)?;
+        lock(&device).stop_hinting().map_err(ActionError::invalid)?;
+        Ok(ApiResponse::NoContent)
     }
 
     /// `PUT /hotplug/memory`.

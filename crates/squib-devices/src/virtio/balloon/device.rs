@@ -19,6 +19,7 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
 use vmm_sys_util::timerfd::TimerFd;
 
 use super::discard::{discard_range, in_guest_memory};
+use super::hinting::{HintingState, CMD_ID_DONE};
 use super::stats::{BalloonStats, MAX_STATS_RECORDS, RECORD_SIZE};
 use super::{
     feature, BalloonConfig, BalloonError, BALLOON_PAGE_SIZE, DEFLATE_QUEUE, INFLATE_QUEUE,
@@ -46,7 +47,10 @@ pub struct Balloon {
     /// Config space `actual`: what the guest says it holds.
     pub(super) actual_pages: u32,
     stats_queue: Option<usize>,
+    hinting_queue: Option<usize>,
     reporting_queue: Option<usize>,
+    /// Free page hinting's command ids (meaningful when the hinting queue exists).
+    pub(super) hinting: HintingState,
     pub(super) stats_timer: TimerFd,
     /// The stats buffer the device holds until the next polling tick.
     pub(super) stats_desc: Option<u16>,
@@ -81,6 +85,7 @@ impl Balloon {
         let mut avail = 1u64 << features::VERSION_1;
         let mut count = 2;
         let mut stats_queue = None;
+        let mut hinting_queue = None;
         let mut reporting_queue = None;
         if config.deflate_on_oom {
             avail |= 1 << feature::DEFLATE_ON_OOM;
@@ -88,6 +93,11 @@ impl Balloon {
         if config.stats_polling_interval_s > 0 {
             avail |= 1 << feature::STATS_VQ;
             stats_queue = Some(count);
+            count += 1;
+        }
+        if config.free_page_hinting {
+            avail |= 1 << feature::FREE_PAGE_HINT;
+            hinting_queue = Some(count);
             count += 1;
         }
         if config.free_page_reporting {
@@ -102,7 +112,9 @@ impl Balloon {
             num_pages,
             actual_pages: 0,
             stats_queue,
+            hinting_queue,
             reporting_queue,
+            hinting: HintingState::default(),
             stats_timer: nonblocking_timer().map_err(BalloonError::Io)?,
             stats_desc: None,
             latest_stats: BalloonStats::default(),
@@ -129,6 +141,62 @@ impl Balloon {
     #[must_use]
     pub fn stats_queue(&self) -> Option<usize> {
         self.stats_queue
+    }
+
+    /// Index of the free page hinting queue, when hinting is on.
+    #[must_use]
+    pub fn hinting_queue(&self) -> Option<usize> {
+        self.hinting_queue
+    }
+
+    /// `PATCH /balloon/hinting/start`: a new run, announced through config space.
+    ///
+    /// # Errors
+    /// [`BalloonError::HintingNotEnabled`], [`BalloonError::DeviceNotActive`], or
+    /// [`BalloonError::Io`] when the interrupt fails.
+    pub fn start_hinting(&mut self, acknowledge_on_stop: bool) -> Result<(), BalloonError> {
+        self.hinting_interrupt()?;
+        self.hinting.start(acknowledge_on_stop);
+        self.signal_config()
+    }
+
+    /// `PATCH /balloon/hinting/stop`: DONE in config space (the guest takes its pages back).
+    ///
+    /// # Errors
+    /// As [`Balloon::start_hinting`].
+    pub fn stop_hinting(&mut self) -> Result<(), BalloonError> {
+        self.hinting_interrupt()?;
+        self.hinting.host_cmd = CMD_ID_DONE;
+        self.signal_config()
+    }
+
+    /// `GET /balloon/hinting/status`.
+    ///
+    /// # Errors
+    /// [`BalloonError::HintingNotEnabled`].
+    pub fn hinting_status(&self) -> Result<HintingState, BalloonError> {
+        if self.hinting_queue.is_none() {
+            return Err(BalloonError::HintingNotEnabled);
+        }
+        Ok(self.hinting)
+    }
+
+    /// The checks of a hinting action.
+    fn hinting_interrupt(&self) -> Result<(), BalloonError> {
+        if self.hinting_queue.is_none() {
+            return Err(BalloonError::HintingNotEnabled);
+        }
+        if self.interrupt.is_none() {
+            return Err(BalloonError::DeviceNotActive);
+        }
+        Ok(())
+    }
+
+    pub(super) fn signal_config(&self) -> Result<(), BalloonError> {
+        match self.interrupt.as_ref() {
+            Some(i) => i.signal_config_change().map_err(BalloonError::Io),
+            None => Ok(()),
+        }
     }
 
     /// Index of the free page reporting queue, when reporting is on.
@@ -520,11 +588,75 @@ impl Balloon {
         self.complete(index, &heads);
     }
 
-    /// The config space as the guest sees it: `num_pages`, `actual` (little-endian).
-    fn config_bytes(&self) -> [u8; 8] {
-        let mut b = [0u8; 8];
+    /// The hinting queue fired: command ids (device-readable u32) and, inside the current
+    /// run, free ranges (device-writable) to discard.
+    pub fn process_hinting(&mut self) {
+        let Some(index) = self.hinting_queue else {
+            return;
+        };
+        let chains = self.pop_chains(index);
+        let mut heads = Vec::with_capacity(chains.len());
+        let mut config_changed = false;
+        for (head, descs) in chains {
+            for desc in descs {
+                if desc.write_only {
+                    self.hint_range(desc);
+                    continue;
+                }
+                let mut id = [0u8; 4];
+                let read = desc.len >= 4
+                    && self
+                        .mem
+                        .as_ref()
+                        .is_some_and(|m| m.read_slice(&mut id, GuestAddress(desc.addr)).is_ok());
+                if !read {
+                    self.metrics.free_page_hint_fails.inc();
+                    squib_logger::warn_rate_limited!("balloon: unreadable hinting command");
+                    continue;
+                }
+                config_changed |= self.hinting.guest_command(u32::from_le_bytes(id));
+            }
+            heads.push(head);
+        }
+        self.complete(index, &heads);
+        if config_changed {
+            if let Err(e) = self.signal_config() {
+                self.metrics.event_fails.inc();
+                log::error!("balloon: cannot signal config change: {e}");
+            }
+        }
+    }
+
+    /// One hinted free range: discarded only inside the current run.
+    fn hint_range(&mut self, desc: Desc) {
+        if !self.hinting.in_run() {
+            return;
+        }
+        self.metrics.free_page_hint_count.inc();
+        let (addr, len) = (desc.addr, u64::from(desc.len));
+        let aligned = addr % BALLOON_PAGE_SIZE == 0 && len % BALLOON_PAGE_SIZE == 0;
+        let result = match self.mem.as_ref() {
+            Some(mem) if aligned => discard_range(mem, addr, len).map_err(|e| e.to_string()),
+            _ => Err(format!("unaligned range {addr:#x}+{len:#x}")),
+        };
+        match result {
+            Ok(()) => self.metrics.free_page_hint_freed.add(len),
+            Err(e) => {
+                self.metrics.free_page_hint_fails.inc();
+                squib_logger::warn_rate_limited!("balloon: hinted range: {e}");
+            }
+        }
+    }
+
+    /// The config space as the guest sees it: `num_pages`, `actual`,
+    /// `free_page_hint_cmd_id` (little-endian; the last one 0 without hinting).
+    fn config_bytes(&self) -> [u8; 12] {
+        let mut b = [0u8; 12];
         b[..4].copy_from_slice(&self.num_pages.to_le_bytes());
-        b[4..].copy_from_slice(&self.actual_pages.to_le_bytes());
+        b[4..8].copy_from_slice(&self.actual_pages.to_le_bytes());
+        if self.hinting_queue.is_some() {
+            b[8..].copy_from_slice(&self.hinting.host_cmd.to_le_bytes());
+        }
         b
     }
 }

@@ -16,6 +16,8 @@ pub const STATS_EVENT: u32 = 2;
 pub const REPORTING_EVENT: u32 = 3;
 /// Event data of the statistics timer.
 pub const STATS_TIMER_EVENT: u32 = 4;
+/// Event data of the hinting queue.
+pub const HINTING_EVENT: u32 = 5;
 
 impl Balloon {
     /// Clear queue `index`'s eventfd; false when it cannot be read.
@@ -56,6 +58,13 @@ impl MutEventSubscriber for Balloon {
                     }
                 }
             }
+            HINTING_EVENT => {
+                if let Some(i) = self.hinting_queue() {
+                    if self.clear_queue_event(i) {
+                        self.process_hinting();
+                    }
+                }
+            }
             STATS_TIMER_EVENT => self.process_stats_timer(),
             INFLATE_EVENT | DEFLATE_EVENT => {}
             other => {
@@ -78,6 +87,9 @@ impl MutEventSubscriber for Balloon {
                 STATS_TIMER_EVENT,
                 EventSet::IN,
             ));
+        }
+        if let Some(i) = self.hinting_queue() {
+            sources.push(Events::with_data(&evts[i], HINTING_EVENT, EventSet::IN));
         }
         if let Some(i) = self.reporting_queue() {
             sources.push(Events::with_data(&evts[i], REPORTING_EVENT, EventSet::IN));

@@ -5,17 +5,19 @@
 //!   over a file-backed private range), after checking they are guest memory.
 //! - [`stats`]: [`BalloonStats`], the guest's statistics records and what `GET
 //!   /balloon/statistics` shows.
+//! - [`hinting`]: free page hinting's command ids ([`hinting::HintingState`]).
 //! - [`event_handler`]: the `event_manager` subscription (queues and the statistics timer).
 //! - [`persist`]: [`BalloonState`], the plain state a snapshot keeps.
 //!
 //! Queues, in Firecracker's order: inflate, deflate, stats (when the polling interval is not
-//! 0) and reporting (when free page reporting is on). Free page hinting is not built: the VMM
-//! refuses `free_page_hinting: true` at `PUT /balloon`. Pages are 4 KiB whatever the host
+//! 0), hinting (when free page hinting is on) and reporting (when free page reporting is
+//! on). Pages are 4 KiB whatever the host
 //! page size, as the virtio spec says.
 
 pub mod device;
 pub mod discard;
 pub mod event_handler;
+pub mod hinting;
 pub mod persist;
 pub mod stats;
 
@@ -46,7 +48,7 @@ pub mod feature {
     pub const STATS_VQ: u32 = 1;
     /// The guest deflates the balloon when it runs out of memory.
     pub const DEFLATE_ON_OOM: u32 = 2;
-    /// Free page hinting (not built).
+    /// The device has a free page hinting queue.
     pub const FREE_PAGE_HINT: u32 = 3;
     /// The device has a free page reporting queue.
     pub const FREE_PAGE_REPORTING: u32 = 5;
@@ -61,6 +63,8 @@ pub struct BalloonConfig {
     pub deflate_on_oom: bool,
     /// Statistics polling period in seconds; 0 disables the stats queue.
     pub stats_polling_interval_s: u16,
+    /// Offer FREE_PAGE_HINT and its queue.
+    pub free_page_hinting: bool,
     /// Offer FREE_PAGE_REPORTING and its queue.
     pub free_page_reporting: bool,
 }
@@ -80,6 +84,9 @@ pub enum BalloonError {
     /// `GET /balloon/statistics` on a balloon without a stats queue.
     #[error("Balloon: Received stats query when stats are disabled.")]
     StatisticsDisabled,
+    /// A hinting action on a balloon built without hinting.
+    #[error("Balloon: Attempting to use hinting when not enabled")]
+    HintingNotEnabled,
     /// A target of more pages than a u32 holds.
     #[error("Balloon: Amount of pages requested is too large.")]
     TooManyPages,

@@ -1,14 +1,15 @@
 //! [`BalloonState`]: what a snapshot keeps of the balloon, as plain data.
 //!
 //! The queues and features, the config space (`num_pages`, `actual`), the polling interval
-//! (it may have changed since boot), the stats buffer the device holds and the latest
-//! statistics. The inflated-page bitmap is not kept: after a restore the device accepts a
+//! (it may have changed since boot), the stats buffer the device holds, the latest
+//! statistics and the hinting command ids (a run in progress ends at restore: DONE). The inflated-page bitmap is not kept: after a restore the device accepts a
 //! deflate of any guest page and an inflate of a page it has not seen since.
 
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use super::hinting::{HintingState, CMD_ID_DONE};
 use super::stats::{BalloonStats, MAX_STATS_RECORDS};
 use super::{Balloon, DEFLATE_QUEUE, INFLATE_QUEUE, QUEUE_SIZE};
 use crate::virtio::persist::{restore_device, RestoreError, VirtioDeviceState};
@@ -27,6 +28,8 @@ pub struct BalloonState {
     pub stats_polling_interval_s: u16,
     /// The stats buffer the device holds until the next tick.
     pub stats_desc_index: Option<u16>,
+    /// Free page hinting's command ids (meaningful when hinting is on).
+    pub hinting: HintingState,
     /// The latest statistics the guest sent, as `(tag, value)` records.
     pub latest_stats: Vec<(u16, u64)>,
 }
@@ -43,6 +46,7 @@ impl Balloon {
             actual_pages: self.actual_pages,
             stats_polling_interval_s: self.config.stats_polling_interval_s,
             stats_desc_index: self.stats_desc,
+            hinting: self.hinting,
             latest_stats: self.latest_stats.records(),
         }
     }
@@ -83,6 +87,12 @@ impl Balloon {
                 stats.update(tag, value);
             }
             dev.latest_stats = stats;
+            // As Firecracker: a run cannot survive a restore; DONE hands the guest its
+            // hinted pages back.
+            dev.hinting = HintingState {
+                host_cmd: CMD_ID_DONE,
+                ..state.hinting
+            };
             Ok(())
         })?;
         // Activation (and its timer arming) ran inside restore_device; the held buffer
@@ -91,8 +101,15 @@ impl Balloon {
         if state.virtio.activated {
             let mut kick = vec![INFLATE_QUEUE, DEFLATE_QUEUE];
             kick.extend(self.stats_queue());
+            kick.extend(self.hinting_queue());
             kick.extend(self.reporting_queue());
             self.state.kick_queues(&kick)?;
+            if self.hinting_queue().is_some() && state.hinting.host_cmd != CMD_ID_DONE {
+                self.signal_config().map_err(|e| RestoreError::InFlight {
+                    device: "balloon".into(),
+                    reason: e.to_string(),
+                })?;
+            }
         }
         Ok(())
     }

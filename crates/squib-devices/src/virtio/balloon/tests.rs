@@ -31,6 +31,7 @@ fn config(stats: u16, reporting: bool) -> BalloonConfig {
         amount_mib: 0,
         deflate_on_oom: true,
         stats_polling_interval_s: stats,
+        free_page_hinting: false,
         free_page_reporting: reporting,
     }
 }
@@ -103,6 +104,20 @@ fn offers_features_and_queues_in_firecracker_order() {
     );
     let dev = Balloon::new(config(0, true)).unwrap();
     assert_eq!(dev.reporting_queue(), Some(2));
+    let dev = Balloon::new(BalloonConfig {
+        free_page_hinting: true,
+        ..config(1, true)
+    })
+    .unwrap();
+    assert_eq!(
+        (
+            dev.stats_queue(),
+            dev.hinting_queue(),
+            dev.reporting_queue()
+        ),
+        (Some(2), Some(3), Some(4))
+    );
+    assert_ne!(dev.avail_features() & 1 << feature::FREE_PAGE_HINT, 0);
 }
 
 #[test]
@@ -249,7 +264,11 @@ fn reported_free_ranges_are_discarded() {
 
 #[test]
 fn save_restore_round_trip() {
-    let mut h = Harness::new(config(1, true));
+    let hinting = |stats| BalloonConfig {
+        free_page_hinting: true,
+        ..config(stats, true)
+    };
+    let mut h = Harness::new(hinting(1));
     let q = h.dev.stats_queue().unwrap();
     let mut rec = 4u16.to_le_bytes().to_vec();
     rec.extend(77u64.to_le_bytes());
@@ -259,6 +278,7 @@ fn save_restore_round_trip() {
     h.dev.update_size(3).unwrap();
     h.dev.write_config(4, &12u32.to_le_bytes());
     h.dev.update_stats_interval(9).unwrap();
+    h.dev.start_hinting(true).unwrap();
     // update_stats_interval handed the buffer back; the guest sends it again.
     h.vqs[q].add_chain(&[(BUFS, 10, 0)]);
     h.dev.process_stats();
@@ -268,11 +288,18 @@ fn save_restore_round_trip() {
         bincode::serialize(&crate::virtio::persist::DeviceState::Balloon(saved.clone())).unwrap();
     let back: crate::virtio::persist::DeviceState = bincode::deserialize(&bytes).unwrap();
 
-    let mut restored = Balloon::new(config(1, true)).unwrap();
+    let mut restored = Balloon::new(hinting(1)).unwrap();
     let irq = Arc::new(VirtioInterrupt::new().unwrap());
     restored.restore_state(&back, h.mem, &irq).unwrap();
     assert!(restored.is_activated());
-    assert_eq!(restored.save(), saved);
+    // A hinting run in progress ends at restore: DONE, announced to the guest.
+    assert_eq!(saved.hinting.host_cmd, 2);
+    let status = restored.hinting_status().unwrap();
+    assert_eq!((status.host_cmd, status.last_run_id), (1, 2));
+    assert_eq!(irq.status() & INTERRUPT_CONFIG, INTERRUPT_CONFIG);
+    let mut expected = saved.clone();
+    expected.hinting.host_cmd = 1;
+    assert_eq!(restored.save(), expected);
     assert_eq!(restored.config().stats_polling_interval_s, 9);
     assert_eq!(restored.config().amount_mib, 3);
     let s = restored.latest_stats().unwrap();
@@ -282,7 +309,74 @@ fn save_restore_round_trip() {
     );
 
     // A stats state on a device built without statistics is refused.
-    let mut other = Balloon::new(config(0, true)).unwrap();
+    let mut other = Balloon::new(hinting(0)).unwrap();
     assert!(other.restore(&saved, h.mem, &irq).is_err());
     assert!(!other.is_activated());
+}
+
+#[test]
+fn hinting_run_discards_ranges_of_the_echoed_run_only() {
+    use super::hinting::{CMD_ID_DONE, CMD_ID_STOP};
+    let mut h = Harness::new(BalloonConfig {
+        free_page_hinting: true,
+        ..config(0, false)
+    });
+    let q = h.dev.hinting_queue().unwrap();
+    let mut cfg = [0u8; 4];
+    h.dev.read_config(8, &mut cfg);
+    assert_eq!(u32::from_le_bytes(cfg), CMD_ID_DONE);
+    h.touch(TARGET, 0x4_0000);
+    // A range before any run is completed but not discarded.
+    h.vqs[q].add_chain(&[(TARGET, 0x1_0000, F_WRITE)]);
+    h.dev.process_hinting();
+    assert!(h.resident(TARGET));
+
+    h.dev.start_hinting(true).unwrap();
+    assert_eq!(h.irq.status() & INTERRUPT_CONFIG, INTERRUPT_CONFIG);
+    h.irq.ack(INTERRUPT_CONFIG);
+    h.dev.read_config(8, &mut cfg);
+    let id = u32::from_le_bytes(cfg);
+    assert_eq!(id, 2);
+    // The guest echoes the id, then hands over ranges, then says STOP.
+    h.mem
+        .write_slice(&id.to_le_bytes(), GuestAddress(BUFS))
+        .unwrap();
+    h.mem
+        .write_slice(&CMD_ID_STOP.to_le_bytes(), GuestAddress(BUFS + 4))
+        .unwrap();
+    h.vqs[q].add_chain(&[(BUFS, 4, 0)]);
+    h.vqs[q].add_chain(&[(TARGET, 0x2_0000, F_WRITE)]);
+    h.vqs[q].add_chain(&[(MEM_SIZE as u64, 0x1000, F_WRITE)]);
+    h.vqs[q].add_chain(&[(BUFS + 4, 4, 0)]);
+    h.dev.process_hinting();
+    assert_eq!(h.vqs[q].used_idx(), 5);
+    assert!(!h.resident(TARGET));
+    assert!(!h.resident(TARGET + 0x1_f000));
+    assert!(h.resident(TARGET + 0x2_0000));
+    let m = h.dev.metrics();
+    assert_eq!(m.free_page_hint_count.count(), 2);
+    assert_eq!(m.free_page_hint_freed.count(), 0x2_0000);
+    assert_eq!(m.free_page_hint_fails.count(), 1);
+    // STOP acknowledged with DONE and a config interrupt.
+    let status = h.dev.hinting_status().unwrap();
+    assert_eq!(
+        (status.host_cmd, status.guest_cmd),
+        (CMD_ID_DONE, Some(CMD_ID_STOP))
+    );
+    assert_eq!(h.irq.status() & INTERRUPT_CONFIG, INTERRUPT_CONFIG);
+    // An explicit stop also sets DONE.
+    h.dev.start_hinting(false).unwrap();
+    assert_eq!(h.dev.hinting_status().unwrap().host_cmd, 3);
+    h.dev.stop_hinting().unwrap();
+    assert_eq!(h.dev.hinting_status().unwrap().host_cmd, CMD_ID_DONE);
+
+    let mut plain = Harness::new(config(0, false));
+    assert!(matches!(
+        plain.dev.start_hinting(true),
+        Err(BalloonError::HintingNotEnabled)
+    ));
+    assert_eq!(
+        BalloonError::HintingNotEnabled.to_string(),
+        "Balloon: Attempting to use hinting when not enabled"
+    );
 }
