@@ -1,7 +1,8 @@
 //! [`Balloon`]: the virtio-balloon device — features, config space, queue processing.
 //!
-//! Each queue event pops at most the queue's size of chains (the guest cannot make one event
-//! unbounded) and raises at most one interrupt. Every page frame number is checked against
+//! Each queue event pops at most the queue's size of chains and about
+//! [`MAX_DESCS_PER_EVENT`] descriptors, then re-kicks its queue if more wait (the guest
+//! cannot make one event unbounded), and raises at most one interrupt. Every page frame number is checked against
 //! guest memory before anything is discarded; a frame outside guest memory, a frame
 //! inflated twice or a malformed descriptor is counted in `event_fails`, logged rate
 //! limited, skipped, and the chain still completes. The device tracks inflated frames in a
@@ -29,6 +30,11 @@ use crate::virtio::{
     device_type, features, ActivateError, GuestMemoryMmap, VirtioDevice, VirtioInterrupt,
     VirtioState,
 };
+
+/// Descriptors one queue event reads before yielding (a full queue of the Linux driver's
+/// one-descriptor chains): with at most [`MAX_PFNS_PER_DESC`] frames each, the work of one
+/// event is bounded whatever chains the guest builds.
+pub const MAX_DESCS_PER_EVENT: usize = QUEUE_SIZE as usize;
 
 /// One descriptor as popped from a chain.
 #[derive(Clone, Copy, Debug)]
@@ -294,7 +300,16 @@ impl Balloon {
         };
         let queue = &mut self.state.queues[index];
         let mut left = queue.size();
+        let mut descs_left = MAX_DESCS_PER_EVENT;
         while left > 0 {
+            if descs_left == 0 {
+                // More may be waiting: come back after other event sources had a turn.
+                if let Err(e) = self.state.queue_evts[index].write(1) {
+                    self.metrics.event_fails.inc();
+                    log::error!("balloon: cannot re-kick queue {index}: {e}");
+                }
+                break;
+            }
             left -= 1;
             let chain = match queue.iter(mem) {
                 Ok(mut avail) => avail.next(),
@@ -324,7 +339,8 @@ impl Balloon {
                     len: d.len(),
                     write_only: d.is_write_only(),
                 })
-                .collect();
+                .collect::<Vec<_>>();
+            descs_left = descs_left.saturating_sub(descs.len());
             out.push((head, descs));
         }
         out

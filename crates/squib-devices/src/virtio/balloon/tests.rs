@@ -380,3 +380,28 @@ fn hinting_run_discards_ranges_of_the_echoed_run_only() {
         "Balloon: Attempting to use hinting when not enabled"
     );
 }
+
+#[test]
+fn one_event_reads_a_bounded_number_of_descriptors_then_rekicks() {
+    use super::device::MAX_DESCS_PER_EVENT;
+    let mut h = Harness::new(config(0, false));
+    // Four chains of 100 indirect descriptors, each naming the same page frame: more
+    // descriptors than one event reads.
+    h.mem
+        .write_slice(&pfn(TARGET).to_le_bytes(), GuestAddress(BUFS))
+        .unwrap();
+    let descs = vec![(BUFS, 4, 0); 100];
+    for i in 0..4u64 {
+        h.vqs[INFLATE_QUEUE].add_indirect_chain(0x20_0000 + i * 0x1000, &descs);
+    }
+    h.dev.process_inflate();
+    // Three chains (300 descriptors) reach the budget; the queue is kicked again.
+    const { assert!(MAX_DESCS_PER_EVENT > 200 && MAX_DESCS_PER_EVENT <= 300) };
+    assert_eq!(h.vqs[INFLATE_QUEUE].used_idx(), 3);
+    assert_eq!(h.dev.queue_events()[INFLATE_QUEUE].read().unwrap(), 1);
+    h.dev.process_inflate();
+    assert_eq!(h.vqs[INFLATE_QUEUE].used_idx(), 4);
+    // The frame inflated once, then 399 times "twice".
+    assert_eq!(h.dev.inflated_pages(), 1);
+    assert_eq!(h.dev.metrics().event_fails.count(), 399);
+}
