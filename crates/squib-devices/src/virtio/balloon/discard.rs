@@ -105,6 +105,14 @@ fn discard_host(host: *mut u8, len: u64, file_backed: bool) -> std::io::Result<(
         if ret == libc::MAP_FAILED {
             return Err(std::io::Error::last_os_error());
         }
+        // SAFETY: the range was just mapped above; MADV_DONTDUMP only sets a VMA flag, as
+        // on the rest of guest memory (kept out of core dumps, its own VMA in smaps).
+        if unsafe { libc::madvise(host.cast(), len, libc::MADV_DONTDUMP) } != 0 {
+            log::warn!(
+                "balloon: madvise(MADV_DONTDUMP) failed: {}",
+                std::io::Error::last_os_error()
+            );
+        }
         return Ok(());
     }
     // SAFETY: `host..host + len` lies inside one guest memory region, a private mapping
@@ -115,4 +123,56 @@ fn discard_host(host: *mut u8, len: u64, file_backed: bool) -> std::io::Result<(
         return Err(std::io::Error::last_os_error());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use squib_arch::memory::{create_guest_memory_from_file, HugePageMode};
+    use vm_memory::Bytes;
+
+    use super::*;
+
+    fn page(mem: &GuestMemoryMmap, n: u64) -> Vec<u8> {
+        let mut buf = vec![0u8; 4096];
+        mem.read_slice(&mut buf, GuestAddress(n * 4096)).unwrap();
+        buf
+    }
+
+    #[test]
+    fn file_backed_private_memory_reads_zeros_after_discard_not_the_file() {
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(&vec![0xaa; 16 * 4096]).unwrap();
+        let mem = create_guest_memory_from_file(
+            &[(GuestAddress(0), 16 * 4096)],
+            &file,
+            HugePageMode::None,
+        )
+        .unwrap();
+        // Page 1 has a private copy (written), page 0 is still the file's.
+        mem.write_slice(&[0x55; 4096], GuestAddress(4096)).unwrap();
+        discard_range(&mem, 0, 2 * 4096).unwrap();
+        assert!(page(&mem, 0).iter().all(|&b| b == 0));
+        assert!(page(&mem, 1).iter().all(|&b| b == 0));
+        assert!(page(&mem, 2).iter().all(|&b| b == 0xaa));
+        // Still writable guest memory.
+        mem.write_slice(&[7; 16], GuestAddress(0)).unwrap();
+        assert_eq!(page(&mem, 0)[..16], [7; 16]);
+    }
+
+    #[test]
+    fn ranges_outside_or_overflowing_guest_memory_are_refused_whole() {
+        let mem = crate::virtio::test_utils::single_region_mem(0x10_0000);
+        mem.write_slice(&[1; 4096], GuestAddress(0xf_f000)).unwrap();
+        assert!(matches!(
+            discard_range(&mem, 0xf_f000, 0x2000),
+            Err(DiscardError::OutsideMemory { .. })
+        ));
+        assert!(discard_range(&mem, u64::MAX - 0xfff, 0x1000).is_err());
+        // Nothing was discarded on refusal.
+        assert_eq!(page(&mem, 0xff)[0], 1);
+        assert!(in_guest_memory(&mem, 0, 0x10_0000));
+        assert!(!in_guest_memory(&mem, 0, 0x10_0001));
+    }
 }
