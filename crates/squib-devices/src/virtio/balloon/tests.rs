@@ -405,3 +405,43 @@ fn one_event_reads_a_bounded_number_of_descriptors_then_rekicks() {
     assert_eq!(h.dev.inflated_pages(), 1);
     assert_eq!(h.dev.metrics().event_fails.count(), 399);
 }
+
+mod hostile {
+    use std::collections::HashSet;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const FIRST: u32 = (TARGET >> PFN_SHIFT) as u32;
+    const PAGES: u32 = (MEM_SIZE as u64 >> PFN_SHIFT) as u32;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Any list of frames (inside guest memory, past its end, repeated): the chain
+        /// completes, only in-memory frames are counted once, the rest are failures.
+        #[test]
+        fn any_pfns_are_checked_and_counted(
+            pfns in proptest::collection::vec(
+                prop_oneof![FIRST..PAGES, PAGES..PAGES * 4, Just(u32::MAX)],
+                1..=MAX_PFNS_PER_DESC,
+            )
+        ) {
+            let mut h = Harness::new(config(0, false));
+            h.send_pfns(INFLATE_QUEUE, &pfns);
+            h.dev.process_inflate();
+            prop_assert_eq!(h.vqs[INFLATE_QUEUE].used_idx(), 1);
+            let valid: HashSet<u32> = pfns.iter().copied().filter(|&p| p < PAGES).collect();
+            prop_assert_eq!(h.dev.inflated_pages(), valid.len() as u64);
+            prop_assert_eq!(
+                h.dev.metrics().event_fails.count(),
+                (pfns.len() - valid.len()) as u64
+            );
+            // Deflating the same list empties the balloon again.
+            h.send_pfns(DEFLATE_QUEUE, &pfns);
+            h.dev.process_deflate();
+            prop_assert_eq!(h.dev.inflated_pages(), 0);
+        }
+    }
+}
