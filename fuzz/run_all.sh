@@ -13,7 +13,7 @@ jobs=${3:-2}
 shift $(( $# < 3 ? $# : 3 ))
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(api_request mmds_http kernel_loader mmio_transport virtio_rng virtio_block virtio_net virtio_vsock)
+    targets=(api_request mmds_http kernel_loader mmio_transport virtio_rng virtio_balloon virtio_block virtio_net virtio_vsock)
 fi
 export RUSTC_BOOTSTRAP=1
 # No sanitizer (the targets are safe Rust over the crates' few audited unsafe blocks, and

@@ -17,6 +17,7 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod balloon;
 pub mod block;
 pub mod guest;
 pub mod input;
@@ -28,6 +29,7 @@ pub mod rng;
 pub mod vsock;
 
 pub use api::api_request;
+pub use balloon::virtio_balloon;
 pub use block::virtio_block;
 pub use input::Input;
 pub use kernel::kernel_loader;
@@ -44,11 +46,12 @@ pub const MAX_STEPS: usize = 64;
 pub type Target = fn(&[u8]);
 
 /// Every target by name (the names of `corpus/` and `fuzz/fuzz_targets/`).
-pub const TARGETS: [(&str, Target); 8] = [
+pub const TARGETS: [(&str, Target); 9] = [
     ("virtio_block", virtio_block),
     ("virtio_net", virtio_net),
     ("virtio_vsock", virtio_vsock),
     ("virtio_rng", virtio_rng),
+    ("virtio_balloon", virtio_balloon),
     ("mmio_transport", mmio_transport),
     ("mmds_http", mmds_http),
     ("api_request", api_request),

@@ -14,8 +14,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use squib_api::schemas::{
-    BootSourceConfig, CacheType, CpuConfig, DriveConfig, EntropyConfig, IoEngine, MachineConfig,
-    MmdsConfig, NetworkInterfaceConfig, SerialConfig, VsockConfig,
+    BalloonConfig, BootSourceConfig, CacheType, CpuConfig, DriveConfig, EntropyConfig, IoEngine,
+    MachineConfig, MmdsConfig, NetworkInterfaceConfig, SerialConfig, VsockConfig,
 };
 use squib_devices::virtio::block::disk::DiskFile;
 use squib_devices::virtio::block::{Block, BlockConfig, BlockError, CacheMode};
@@ -185,6 +185,8 @@ pub struct VmResources {
     mmds_store: SharedMmdsStore,
     /// `PUT /vsock`: the device exists from PUT on (its Unix socket is bound then).
     vsock: Option<VsockResource>,
+    /// `PUT /balloon` (the device is built at `InstanceStart`).
+    pub balloon: Option<BalloonConfig>,
     /// `PUT /entropy` (the device is built at `InstanceStart`).
     pub entropy: Option<EntropyConfig>,
     /// MMDS configuration.

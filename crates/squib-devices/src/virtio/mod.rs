@@ -5,6 +5,7 @@
 //! - [`VirtioInterrupt`]: the device's irqfd plus the interrupt-status register it shares with
 //!   the transport (used-ring vs config-change bits, virtio 1.2 §4.2.2).
 //! - [`mmio`]: the modern (version 2) virtio-mmio register layout (virtio 1.2 §4.2).
+//! - [`balloon`]: virtio-balloon (virtio 1.2 §5.5).
 //! - [`block`]: virtio-block (virtio 1.2 §5.2).
 //! - [`iovec`]: zero-copy `readv`/`writev` between host fds and guest memory.
 //! - [`queue`]: guarded calls into `virtio-queue` for what the guest controls (sizes, ring
@@ -16,6 +17,7 @@
 //!
 //! Lock order: transport, then device. The event loop locks only the device.
 
+pub mod balloon;
 pub mod block;
 pub mod iovec;
 pub mod mmio;

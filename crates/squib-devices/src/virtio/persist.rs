@@ -20,6 +20,7 @@ use virtio_queue::{Queue, QueueState, QueueT};
 use super::queue::{self, QueueError};
 use super::{features, has_feature, ActivateError, GuestMemoryMmap, VirtioDevice};
 use super::{VirtioInterrupt, VirtioState};
+use crate::virtio::balloon::BalloonState;
 use crate::virtio::block::BlockState;
 use crate::virtio::net::NetState;
 use crate::virtio::rng::EntropyState;
@@ -149,6 +150,8 @@ pub enum DeviceState {
     Vsock(VsockState),
     /// virtio-rng.
     Entropy(EntropyState),
+    /// virtio-balloon.
+    Balloon(BalloonState),
 }
 
 impl DeviceState {
@@ -160,6 +163,7 @@ impl DeviceState {
             Self::Net(_) => "net",
             Self::Vsock(_) => "vsock",
             Self::Entropy(_) => "entropy",
+            Self::Balloon(_) => "balloon",
         }
     }
 
@@ -171,6 +175,7 @@ impl DeviceState {
             Self::Net(s) => &s.virtio,
             Self::Vsock(s) => &s.virtio,
             Self::Entropy(s) => &s.virtio,
+            Self::Balloon(s) => &s.virtio,
         }
     }
 }

@@ -140,6 +140,63 @@ fn rng_seeds() -> Vec<(&'static str, Vec<u8>)> {
     ]
 }
 
+/// Balloon scenarios: config bits, target, no register accesses, features; then steps.
+fn balloon_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    // Page frames 0x30..0x32: the end of the target's 256 KiB of guest memory.
+    let pfns: Vec<u8> = [0x30u32, 0x31, 0x31, 0x1_0000]
+        .iter()
+        .flat_map(|p| p.to_le_bytes())
+        .collect();
+    let mut stats = Vec::new();
+    for (tag, value) in [(4u16, 1u64 << 20), (5, 2 << 20)] {
+        stats.extend_from_slice(&tag.to_le_bytes());
+        stats.extend_from_slice(&value.to_le_bytes());
+    }
+    let all = |s: S| s.u8(0).u64(u64::MAX);
+    vec![
+        (
+            "inflate_deflate",
+            all(S::default().u8(0x1).u8(1))
+                .u8(0)
+                .chain(0, &[(0, 16, 0, &pfns)])
+                .u8(0)
+                .u8(0xc0)
+                .u8(1)
+                .chain(0, &[(0, 8, 0, &pfns)])
+                .u8(1)
+                .u8(0xc0)
+                .u8(0)
+                .u8(0xe0)
+                .u16(1)
+                .done(),
+        ),
+        (
+            "stats_hinting_reporting",
+            all(S::default().u8(0xe).u8(0))
+                .u8(2)
+                .chain(0, &[(1, 20, 0, &stats)])
+                .u8(2)
+                .u8(0xc0)
+                .u8(0)
+                .u8(0xf2)
+                .u8(3)
+                .chain(
+                    0,
+                    &[(2, 4, 0, &2u32.to_le_bytes()), (3, 4096, F_WRITE, &[])],
+                )
+                .u8(3)
+                .u8(0xc0)
+                .u8(4)
+                .chain(0, &[(3, 8192, F_WRITE, &[])])
+                .u8(4)
+                .u8(0xc0)
+                .u8(0)
+                .u8(0xff)
+                .done(),
+        ),
+    ]
+}
+
 /// An Ethernet ARP request from the guest for `target`, behind a zero virtio-net header.
 fn arp_request(target: [u8; 4]) -> Vec<u8> {
     let mut f = vec![0u8; 12];
@@ -520,11 +577,12 @@ type Group = (&'static str, fn() -> Seeds);
 
 /// Every seed: (target, name, bytes).
 pub fn all() -> Vec<(&'static str, &'static str, Vec<u8>)> {
-    let groups: [Group; 8] = [
+    let groups: [Group; 9] = [
         ("virtio_block", block_seeds),
         ("virtio_net", net_seeds),
         ("virtio_vsock", vsock_seeds),
         ("virtio_rng", rng_seeds),
+        ("virtio_balloon", balloon_seeds),
         ("mmio_transport", mmio_seeds),
         ("mmds_http", mmds_seeds),
         ("api_request", api_seeds),

@@ -73,6 +73,9 @@ pub enum StartMicrovmError {
     /// A block device could not be created.
     #[error("Cannot create a block device: {0}")]
     Block(#[from] squib_devices::virtio::block::BlockError),
+    /// The balloon device could not be created.
+    #[error("Cannot create the balloon device: {0}")]
+    Balloon(#[from] squib_devices::virtio::balloon::BalloonError),
     /// The entropy device could not be created.
     #[error("Cannot create the entropy device: {0}")]
     Entropy(#[from] squib_devices::virtio::rng::EntropyError),

@@ -21,6 +21,7 @@ use squib_arch::regs::{setup_boot_vcpu_state, setup_lapic};
 use squib_devices::legacy::boot_timer::{BootTimer, TimestampUs};
 use squib_devices::legacy::serial::{RateLimitedOutput, SerialDevice, SerialInput, StdoutPump};
 use squib_devices::rate_limiter::{RateLimiter, TokenBucket};
+use squib_devices::virtio::balloon::{self, Balloon, BalloonConfig as BalloonDeviceConfig};
 use squib_devices::virtio::block::Block;
 use squib_devices::virtio::mmio::MmioTransport;
 use squib_devices::virtio::net::Net;
@@ -73,6 +74,8 @@ pub struct RunningVm {
     pub vcpus: Vec<VcpuHandle>,
     /// Serial, i8042 and boot timer.
     pub legacy: LegacyDevices,
+    /// The balloon device, when `PUT /balloon` configured one.
+    pub balloon: Option<Arc<Mutex<Balloon>>>,
     /// Block devices by drive id, in attach order.
     pub blocks: Vec<AttachedBlock>,
     /// Network devices by interface id, in attach order.
@@ -244,6 +247,7 @@ pub(crate) fn run_vm(
         mem,
         vcpus,
         legacy: attached.legacy,
+        balloon: attached.balloon,
         blocks: attached.blocks,
         nets: attached.nets,
         vsock: attached.vsock,
@@ -258,6 +262,7 @@ pub(crate) fn run_vm(
 /// The devices of a microVM, attached in Firecracker's order.
 pub(crate) struct AttachedDevices {
     pub(crate) legacy: LegacyDevices,
+    pub(crate) balloon: Option<Arc<Mutex<Balloon>>>,
     pub(crate) blocks: Vec<AttachedBlock>,
     pub(crate) nets: Vec<AttachedNet>,
     pub(crate) vsock: Option<Arc<Mutex<Vsock>>>,
@@ -288,6 +293,8 @@ pub(crate) fn attach_devices(
             i8042,
             boot_timer,
         },
+        // Firecracker attaches the balloon first of the virtio devices (lowest MMIO slot).
+        balloon: attach_balloon(devices, vm, mem, resources, subscribers)?,
         blocks: attach_blocks(devices, vm, mem, resources, subscribers)?,
         nets: attach_nets(devices, vm, mem, resources, subscribers)?,
         vsock: attach_vsock(devices, vm, mem, resources, subscribers)?,
@@ -432,6 +439,31 @@ fn attach_vsock(
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .register_metrics();
+    devices.attach_virtio(vm, mem, device.clone())?;
+    subscribers.push(device.clone());
+    Ok(Some(device))
+}
+
+/// The virtio-balloon device `PUT /balloon` asked for.
+fn attach_balloon(
+    devices: &mut DeviceManager,
+    vm: &Vm,
+    mem: &GuestMemoryMmap,
+    resources: &VmResources,
+    subscribers: &mut Vec<Subscriber>,
+) -> Result<Option<Arc<Mutex<Balloon>>>, StartMicrovmError> {
+    let Some(config) = &resources.balloon else {
+        return Ok(None);
+    };
+    let device = Balloon::new(BalloonDeviceConfig {
+        amount_mib: config.amount_mib,
+        deflate_on_oom: config.deflate_on_oom,
+        stats_polling_interval_s: config.stats_polling_interval_s,
+        free_page_hinting: config.free_page_hinting,
+        free_page_reporting: config.free_page_reporting,
+    })?;
+    squib_logger::metrics::register_group(balloon::METRICS_GROUP, device.metrics());
+    let device = Arc::new(Mutex::new(device));
     devices.attach_virtio(vm, mem, device.clone())?;
     subscribers.push(device.clone());
     Ok(Some(device))

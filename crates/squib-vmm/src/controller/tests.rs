@@ -186,11 +186,6 @@ fn what_squib_cannot_build_yet_is_refused_when_put_naming_it() {
     let mut vmm = vmm();
     let cases = [
         (
-            "/balloon",
-            json!({"amount_mib": 0, "deflate_on_oom": false}),
-            "virtio-balloon is not supported by squib yet.",
-        ),
-        (
             "/pmem/p0",
             json!({"id": "p0", "path_on_host": "/p"}),
             "virtio-pmem is not supported by squib yet.",
@@ -229,6 +224,60 @@ fn huge_pages_are_accepted_and_shown_in_the_vm_config() {
             panic!("GET /vm/config is JSON");
         };
         assert_eq!(config["machine-config"]["huge_pages"], huge);
+    }
+}
+
+#[test]
+fn balloon_is_validated_stored_and_shown_before_boot() {
+    let mut vmm = vmm();
+    // No balloon yet.
+    assert_eq!(
+        fault_of(vmm.handle_action(ApiAction::GetBalloon)),
+        "Balloon config error: No balloon device found."
+    );
+    // Larger than guest memory (128 MiB by default).
+    let big = json!({"amount_mib": 129, "deflate_on_oom": false});
+    assert_eq!(
+        fault_of(vmm.handle_action(parsed("PUT", "/balloon", &big))),
+        "Balloon config error: Amount of pages requested is too large."
+    );
+    let body = json!({"amount_mib": 64, "deflate_on_oom": true, "stats_polling_interval_s": 2,
+        "free_page_hinting": true, "free_page_reporting": true});
+    assert!(matches!(
+        vmm.handle_action(parsed("PUT", "/balloon", &body)),
+        ApiResponse::NoContent
+    ));
+    let shown = json!({"amount_mib": 64, "deflate_on_oom": true, "stats_polling_interval_s": 2,
+        "free_page_hinting": true, "free_page_reporting": true});
+    let ApiResponse::Json(got) = vmm.handle_action(ApiAction::GetBalloon) else {
+        panic!("GET /balloon is JSON");
+    };
+    assert_eq!(got, shown);
+    let ApiResponse::Json(config) = vmm.handle_action(ApiAction::GetVmConfig) else {
+        panic!("GET /vm/config is JSON");
+    };
+    assert_eq!(config["balloon"], shown);
+    // Guest memory cannot shrink below the balloon's target.
+    let small = json!({"vcpu_count": 1, "mem_size_mib": 32});
+    assert_eq!(
+        fault_of(vmm.handle_action(parsed("PUT", "/machine-config", &small))),
+        "Machine config error: The memory size (MiB) is smaller than the previously set \
+         balloon device target size."
+    );
+    // Runtime balloon actions wait for the boot.
+    for (method, path, body) in [
+        ("PATCH", "/balloon", json!({"amount_mib": 1})),
+        (
+            "PATCH",
+            "/balloon/statistics",
+            json!({"stats_polling_interval_s": 1}),
+        ),
+    ] {
+        assert_eq!(
+            fault_of(vmm.handle_action(parsed(method, path, &body))),
+            NOT_SUPPORTED_BEFORE_START,
+            "{path}"
+        );
     }
 }
 

@@ -31,6 +31,14 @@ impl Vmm {
             None => config.cpu_template = self.resources.machine_config().cpu_template,
             Some(_) => self.resources.cpu_config = None,
         }
+        if let Some(balloon) = &self.resources.balloon {
+            if balloon.amount_mib as usize > config.mem_size_mib {
+                return Err(ActionError::invalid(
+                    "The memory size (MiB) is smaller than the previously set balloon device \
+                     target size.",
+                ));
+            }
+        }
         self.resources.set_machine_config(config);
         Ok(ApiResponse::NoContent)
     }
@@ -79,7 +87,7 @@ impl Vmm {
     pub(crate) fn vm_config(&self) -> VmConfig {
         let r = &self.resources;
         VmConfig {
-            balloon: None,
+            balloon: self.balloon_config(),
             drives: r
                 .drives_in_attach_order()
                 .map(|d| d.config.clone())

@@ -1,5 +1,5 @@
-//! Device actions: drives, network interfaces, vsock, entropy, and the devices squib does
-//! not build yet (pmem, balloon, memory hotplug: refused when put, naming them). Before boot
+//! Device actions: drives, network interfaces, vsock, entropy, balloon, and the devices
+//! squib does not build yet (pmem, memory hotplug: refused when put, naming them). Before boot
 //! they configure the store (checks across resources: one root device, unique MACs); after
 //! boot they update running devices.
 
@@ -10,7 +10,12 @@ use squib_api::schemas::{
     NetworkInterfaceConfig, NetworkPatch, PmemConfig, PmemPatch, VsockConfig,
 };
 
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use squib_devices::virtio::balloon::Balloon;
+
 use crate::controller::{not_supported, ActionError, ActionResult};
+use crate::handlers::config::json_response;
 use crate::limiter_config::{rate_limiter_update, update_block_rate_limiter};
 use crate::resources::{open_drive_file, ResourceError};
 use crate::vmm::Vmm;
@@ -29,6 +34,14 @@ fn no_hot_unplug() -> ActionError {
 /// Every balloon action on a VM without a balloon device.
 fn no_balloon() -> ActionError {
     ActionError::fault("Balloon config error: No balloon device found.")
+}
+
+/// The device, even if a panicking thread poisoned its lock (its state stays consistent:
+/// every update is a single assignment).
+fn lock(device: &Mutex<Balloon>) -> MutexGuard<'_, Balloon> {
+    device
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// virtio-mem is not built yet.
@@ -147,44 +160,104 @@ impl Vmm {
         Ok(ApiResponse::NoContent)
     }
 
-    /// `PUT /balloon`: virtio-balloon is not built yet.
-    pub(crate) fn put_balloon(&mut self, _config: BalloonConfig) -> ActionResult {
-        Err(not_supported("virtio-balloon"))
+    /// `PUT /balloon` (before boot): the target is checked against guest memory.
+    pub(crate) fn put_balloon(&mut self, config: BalloonConfig) -> ActionResult {
+        if config.amount_mib as usize > self.resources.machine_config().mem_size_mib {
+            return Err(ActionError::invalid(
+                "Amount of pages requested is too large.",
+            ));
+        }
+        self.resources.balloon = Some(config);
+        Ok(ApiResponse::NoContent)
+    }
+
+    /// The running balloon device, if the VM has one.
+    fn balloon_device(&self) -> Option<Arc<Mutex<Balloon>>> {
+        self.running.as_ref().and_then(|vm| vm.balloon.clone())
+    }
+
+    /// The balloon's configuration as `GET /balloon` and `GET /vm/config` show it: the
+    /// running device's current target and interval after boot, the stored PUT before.
+    pub(crate) fn balloon_config(&self) -> Option<BalloonConfig> {
+        let stored = self.resources.balloon.clone()?;
+        let Some(device) = self.balloon_device() else {
+            return Some(stored);
+        };
+        let live = lock(&device).config();
+        Some(BalloonConfig {
+            amount_mib: live.amount_mib,
+            stats_polling_interval_s: live.stats_polling_interval_s,
+            ..stored
+        })
     }
 
     /// `GET /balloon`.
     pub(crate) fn get_balloon(&mut self) -> ActionResult {
-        Err(no_balloon())
+        let config = self.balloon_config().ok_or_else(no_balloon)?;
+        json_response(&config)
     }
 
-    /// `GET /balloon/statistics`.
+    /// `GET /balloon/statistics`: the guest's latest statistics.
     pub(crate) fn get_balloon_stats(&mut self) -> ActionResult {
-        Err(no_balloon())
+        let device = self.balloon_device().ok_or_else(no_balloon)?;
+        let stats = lock(&device)
+            .latest_stats()
+            .map_err(|e| ActionError::fault(format!("Internal VMM error: {e}")))?;
+        json_response(&stats)
     }
 
-    /// `GET /balloon/hinting/status`.
+    /// `GET /balloon/hinting/status`: the host's and the guest's last command ids.
     pub(crate) fn get_balloon_hinting_status(&mut self) -> ActionResult {
-        Err(no_balloon())
+        let device = self.balloon_device().ok_or_else(no_balloon)?;
+        let status = lock(&device)
+            .hinting_status()
+            .map_err(ActionError::invalid)?;
+        Ok(ApiResponse::Json(serde_json::json!({
+            "host_cmd": status.host_cmd,
+            "guest_cmd": status.guest_cmd,
+        })))
     }
 
-    /// `PATCH /balloon`.
-    pub(crate) fn patch_balloon(&mut self, _update: BalloonUpdate) -> ActionResult {
-        Err(no_balloon())
+    /// `PATCH /balloon`: a new target, at most guest memory.
+    pub(crate) fn patch_balloon(&mut self, update: BalloonUpdate) -> ActionResult {
+        let device = self.balloon_device().ok_or_else(no_balloon)?;
+        if update.amount_mib as usize > self.resources.machine_config().mem_size_mib {
+            return Err(ActionError::invalid(format!(
+                "Balloon: Requested memory should be less than {}MiB",
+                update.amount_mib
+            )));
+        }
+        lock(&device)
+            .update_size(update.amount_mib)
+            .map_err(ActionError::invalid)?;
+        Ok(ApiResponse::NoContent)
     }
 
-    /// `PATCH /balloon/statistics`.
-    pub(crate) fn patch_balloon_stats(&mut self, _update: BalloonStatsUpdate) -> ActionResult {
-        Err(no_balloon())
+    /// `PATCH /balloon/statistics`: a new polling interval (statistics cannot be switched
+    /// on or off after boot).
+    pub(crate) fn patch_balloon_stats(&mut self, update: BalloonStatsUpdate) -> ActionResult {
+        let device = self.balloon_device().ok_or_else(no_balloon)?;
+        lock(&device)
+            .update_stats_interval(update.stats_polling_interval_s)
+            .map_err(ActionError::invalid)?;
+        Ok(ApiResponse::NoContent)
     }
 
-    /// `PATCH /balloon/hinting/start`.
-    pub(crate) fn start_balloon_hinting(&mut self, _cmd: BalloonStartCmd) -> ActionResult {
-        Err(no_balloon())
+    /// `PATCH /balloon/hinting/start`: a new hinting run (the guest acknowledges its end
+    /// on its own unless `acknowledge_on_stop` is false).
+    pub(crate) fn start_balloon_hinting(&mut self, cmd: BalloonStartCmd) -> ActionResult {
+        let device = self.balloon_device().ok_or_else(no_balloon)?;
+        lock(&device)
+            .start_hinting(cmd.acknowledge_on_stop.unwrap_or(true))
+            .map_err(ActionError::invalid)?;
+        Ok(ApiResponse::NoContent)
     }
 
-    /// `PATCH /balloon/hinting/stop`.
+    /// `PATCH /balloon/hinting/stop`: DONE, the guest takes its hinted pages back.
     pub(crate) fn stop_balloon_hinting(&mut self) -> ActionResult {
-        Err(no_balloon())
+        let device = self.balloon_device().ok_or_else(no_balloon)?;
+        lock(&device).stop_hinting().map_err(ActionError::invalid)?;
+        Ok(ApiResponse::NoContent)
     }
 
     /// `PUT /hotplug/memory`.
