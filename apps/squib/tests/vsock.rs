@@ -7,6 +7,10 @@
 //! compares), and connects to a port nobody listens on (the device resets it). Meanwhile the
 //! host connects to the guest's echo server through `CONNECT <port>\n` on the uds: one large
 //! transfer and several connections at once, every byte compared.
+//!
+//! The same guest has a virtio-balloon (attached first, as in Firecracker): the host reads the
+//! guest's statistics, inflates the balloon by [`BALLOON_MIB`] and deflates it again, each
+//! seen in what the guest reports back, and checks the balloon's refusals and metrics.
 
 mod common;
 
@@ -36,6 +40,8 @@ const PARALLEL_BYTES: usize = 256 << 10;
 /// Backstop for the guest-side steps after boot; a step that stops printing fails sooner
 /// (`common::SILENCE_LIMIT`).
 const STEP_TIMEOUT: Duration = Duration::from_secs(1200);
+/// Balloon target of the inflate step (of the guest's 256 MiB).
+const BALLOON_MIB: u64 = 64;
 
 /// Echoes every connection to `<uds>_<port>` back to its sender until EOF.
 fn host_echo_listener(uds: &Path, port: u32) -> PathBuf {
@@ -162,6 +168,11 @@ fn vsock_and_entropy() {
             json!({"guest_cid": GUEST_CID, "uds_path": uds.display().to_string()}),
         ),
         ("/entropy", json!({})),
+        (
+            "/balloon",
+            json!({"amount_mib": 0, "deflate_on_oom": false, "stats_polling_interval_s": 1,
+                "free_page_reporting": true}),
+        ),
     ] {
         let (status, reply) = api.put(path, &body);
         assert_eq!(status, 204, "PUT {path}: {reply}");
@@ -228,6 +239,8 @@ fn vsock_and_entropy() {
         }
     }
 
+    balloon_inflates_and_deflates(&squib);
+
     let (status, reply) = api.put("/actions", &json!({"action_type": "FlushMetrics"}));
     assert_eq!(status, 204, "FlushMetrics: {reply}");
     // Counters are written as the change since the previous line: add the lines up.
@@ -250,6 +263,11 @@ fn vsock_and_entropy() {
         conns >= 2 + PARALLEL_CONNECTIONS as u64,
         "vsock.conns_added = {conns}"
     );
+    for key in ["inflate_count", "deflate_count", "stats_updates_count"] {
+        let count = total("balloon", key);
+        assert!(count > 0, "balloon.{key} = {count}");
+    }
+    assert_eq!(total("balloon", "event_fails"), 0, "balloon.event_fails");
     let entropy = total("entropy", "entropy_bytes");
     assert!(entropy >= 32, "entropy.entropy_bytes = {entropy}");
 
@@ -258,4 +276,75 @@ fn vsock_and_entropy() {
     let mut squib = squib;
     let status = squib.wait_exit(STEP_TIMEOUT);
     assert_eq!(status.code(), Some(0), "squib exit\n{}", squib.report());
+}
+
+/// The balloon, driven through the API while the guest runs: statistics arrive from the
+/// guest, an inflate to [`BALLOON_MIB`] and a deflate to 0 are acknowledged by the guest
+/// (`actual_mib`), and out-of-range requests are refused with Firecracker's texts.
+fn balloon_inflates_and_deflates(squib: &Squib) {
+    let api = squib.api();
+    let stats = balloon_stats_when(squib, "the guest's first statistics", |s| {
+        s["total_memory"].as_u64().is_some_and(|t| t > 0)
+    });
+    for key in [
+        "free_memory",
+        "available_memory",
+        "major_faults",
+        "minor_faults",
+    ] {
+        assert!(
+            stats[key].is_u64(),
+            "balloon statistics lack {key}: {stats}"
+        );
+    }
+
+    let (status, reply) = api.patch("/balloon", &json!({ "amount_mib": BALLOON_MIB }));
+    assert_eq!(status, 204, "inflate: {reply}");
+    balloon_stats_when(squib, "the guest to inflate", |s| {
+        s["actual_mib"] == BALLOON_MIB && s["target_mib"] == BALLOON_MIB
+    });
+    let (status, reply) = api.patch("/balloon", &json!({ "amount_mib": 0 }));
+    assert_eq!(status, 204, "deflate: {reply}");
+    balloon_stats_when(squib, "the guest to deflate", |s| s["actual_mib"] == 0);
+
+    let (status, reply) = api.patch("/balloon", &json!({ "amount_mib": 257 }));
+    assert_eq!(status, 400, "{reply}");
+    assert_eq!(
+        json(&reply)["fault_message"],
+        "Balloon update error: Balloon: Requested memory should be less than 257MiB"
+    );
+    let (status, reply) = api.patch(
+        "/balloon/statistics",
+        &json!({ "stats_polling_interval_s": 0 }),
+    );
+    assert_eq!(
+        status, 400,
+        "statistics cannot be turned off after boot: {reply}"
+    );
+    let (_, config) = api.get("/vm/config");
+    assert_eq!(json(&config)["balloon"]["amount_mib"], 0, "{config}");
+}
+
+/// Polls `GET /balloon/statistics` (the guest reports every second) until `done` holds; fails
+/// when squib stops answering or the backstop passes, naming `what`.
+fn balloon_stats_when(
+    squib: &Squib,
+    what: &str,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + STEP_TIMEOUT;
+    loop {
+        let (status, reply) = squib.api().get("/balloon/statistics");
+        assert_eq!(status, 200, "GET /balloon/statistics: {reply}");
+        let stats = json(&reply);
+        if done(&stats) {
+            return stats;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "waiting for {what}: last statistics {stats}\n{}",
+            squib.report()
+        );
+        thread::sleep(Duration::from_millis(500));
+    }
 }
