@@ -61,6 +61,7 @@ fn device_rate(path: &std::path::Path, kind: u32, size: u32) -> (f64, f64) {
         read_only: false,
         cache: CacheMode::Unsafe,
         rate_limiter: None,
+        engine: Default::default(),
     })
     .expect("block device");
     let mut vq = VirtQueue::new(&mem, GuestAddress(0), 256);
