@@ -35,6 +35,7 @@ pub(crate) fn block_device(
             CacheMode::Unsafe
         },
         rate_limiter: None,
+        engine: Default::default(),
     };
     Some((Block::new(cfg).ok()?, file))
 }

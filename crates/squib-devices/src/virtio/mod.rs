@@ -252,6 +252,10 @@ pub trait VirtioDevice: Send {
     fn is_activated(&self) -> bool;
     /// Return to the pre-activation state: stop serving, reset queues and features.
     fn reset(&mut self);
+    /// Finish what the device has in flight (its used entries written) so that
+    /// [`VirtioDevice::save_state`] sees a quiet device; called on the paused VM before any
+    /// state is read. Devices that serve requests synchronously have nothing to do.
+    fn prepare_save(&mut self) {}
     /// The device's runtime state for a snapshot (see [`persist`]).
     fn save_state(&self) -> persist::DeviceState;
     /// Apply `state` to this freshly built device (same configuration as when it was saved)

@@ -52,6 +52,14 @@ impl Vmm {
 
 /// Everything but memory, read from the paused VM.
 fn microvm_state(vm: &RunningVm, config_json: String) -> Result<MicrovmState, ActionError> {
+    // First, so that the used entries and interrupts of requests still in flight (Async
+    // block engine) are part of the memory, irqchip and device state saved below.
+    for transport in &vm.transports {
+        transport
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .prepare_save();
+    }
     let vcpus = save_all(&vm.vcpus, VCPU_ACK_TIMEOUT)
         .map_err(|e| ActionError::invalid(format!("Cannot save the microVM state: {e}")))?;
     let vm_state = vm

@@ -312,6 +312,7 @@ pub(super) fn virtio_block_bus() -> (Bus, tempfile::NamedTempFile) {
         read_only: false,
         cache: CacheMode::Unsafe,
         rate_limiter: None,
+        engine: Default::default(),
     })
     .unwrap();
     let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap();

@@ -7,6 +7,13 @@
 //! limiter runs dry: the chain is put back and the limiter's timer resumes the drain.
 //! Guest mistakes complete the chain with an error status, bump `invalid_reqs_count` and log
 //! at most one warning per second.
+//!
+//! With the Async engine ([`super::uring`]) reads, writes and flushes are submitted (one
+//! `io_uring_enter` per drain) and their used entries written when they complete: completions
+//! found right after the submit and those the completion eventfd announces later are
+//! gathered into one used-ring update and one interrupt per event. A full engine stops the
+//! drain (`io_engine_throttled_events`) until completions free room; a FLUSH waits in the
+//! available ring until nothing is in flight. GET_ID, DISCARD and WRITE_ZEROES run inline.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -16,7 +23,8 @@ use vm_memory::{Bytes, GuestAddress};
 
 use super::disk::DiskFile;
 use super::request::{self, ExecContext, Request, RequestKind, Segment, MAX_DESCRIPTORS};
-use super::{features as blk, status, BlockConfig, BlockError, BlockMetrics, CacheMode};
+use super::uring::{Completion, UringEngine};
+use super::{features as blk, status, BlockConfig, BlockError, BlockMetrics, CacheMode, IoEngine};
 use super::{MAX_DISCARD_SECTORS, MAX_DRAIN_BYTES, QUEUE_SIZE, SEG_MAX, SIZE_MAX};
 use crate::rate_limiter::{BucketUpdate, RateLimiter, TokenType};
 use crate::virtio::{
@@ -33,6 +41,10 @@ enum ChainOutcome {
     Used(u32),
     /// The rate limiter is dry: put the chain back.
     Throttled,
+    /// Handed to the Async engine: its used entry is written when it completes.
+    Submitted,
+    /// A FLUSH while requests are in flight: put it back until they are done.
+    WaitForIdle,
 }
 
 /// A virtio-blk device backed by a host file.
@@ -48,6 +60,8 @@ pub struct Block {
     interrupt: Option<Arc<VirtioInterrupt>>,
     segs: Vec<Segment>,
     metrics: Arc<BlockMetrics>,
+    /// The Async engine; `None` for Sync.
+    uring: Option<UringEngine>,
 }
 
 impl Block {
@@ -84,6 +98,10 @@ impl Block {
         if !cfg.read_only && disk.supports_punch_hole() {
             avail_features |= (1 << blk::DISCARD) | (1 << blk::WRITE_ZEROES);
         }
+        let uring = match cfg.engine {
+            IoEngine::Sync => None,
+            IoEngine::Async => Some(UringEngine::new()?),
+        };
         Ok(Self {
             drive_id: cfg.drive_id,
             disk,
@@ -95,6 +113,7 @@ impl Block {
             interrupt: None,
             segs: Vec::with_capacity(MAX_DESCRIPTORS),
             metrics: Arc::new(BlockMetrics::default()),
+            uring,
         })
     }
 
@@ -146,6 +165,8 @@ impl Block {
     }
 
     fn switch_disk(&mut self, disk: DiskFile) -> Result<(), BlockError> {
+        // In-flight requests name the old file: finish them on it first.
+        self.complete_in_flight();
         self.sync_writeback("before switching files");
         self.disk = disk;
         self.metrics.update_count.inc();
@@ -192,10 +213,106 @@ impl Block {
         self.process_queue();
     }
 
+    /// The I/O engine.
+    #[must_use]
+    pub fn io_engine(&self) -> IoEngine {
+        if self.uring.is_some() {
+            IoEngine::Async
+        } else {
+            IoEngine::Sync
+        }
+    }
+
+    /// The Async engine's completion eventfd (the event loop watches it), if any.
+    #[must_use]
+    pub fn completion_evt(&self) -> Option<&vmm_sys_util::eventfd::EventFd> {
+        self.uring.as_ref().map(UringEngine::completion_evt)
+    }
+
+    /// Async requests submitted and not completed yet.
+    #[must_use]
+    pub fn in_flight(&self) -> usize {
+        self.uring.as_ref().map_or(0, UringEngine::in_flight)
+    }
+
+    /// The Async engine's completion eventfd fired: complete what is done, then take more
+    /// chains (a full engine or a waiting FLUSH may have stopped the last drain); one
+    /// interrupt for both.
+    pub fn process_async_completion_event(&mut self) {
+        let Some(uring) = &self.uring else {
+            return;
+        };
+        if let Err(e) = uring.completion_evt().read() {
+            if e.kind() != std::io::ErrorKind::WouldBlock {
+                self.metrics.event_fails.inc();
+                log::error!("block {}: cannot read completion event: {e}", self.drive_id);
+            }
+        }
+        let mut used = self.reap_completions();
+        if !self.rate_limiter.is_blocked() {
+            used |= self.drain_queue();
+        }
+        self.notify_if(used);
+    }
+
     /// Serve available chains (at most the queue size), then interrupt once if needed.
     pub fn process_queue(&mut self) {
+        let used = self.drain_queue();
+        self.notify_if(used);
+    }
+
+    /// Wait for every Async request in flight and complete it (used entries, one interrupt):
+    /// before a snapshot is saved and before the backing file changes.
+    pub fn complete_in_flight(&mut self) {
+        let Some(uring) = self.uring.as_mut() else {
+            return;
+        };
+        let fd = self.disk.raw_fd();
+        let Some(mem) = self.mem.as_ref() else {
+            // Not activated: nothing can be in flight, but never leave a request behind.
+            uring.wait_idle(fd, |_| {});
+            return;
+        };
+        let queue = &mut self.state.queues[0];
+        let mut used = false;
+        uring.wait_idle(fd, |c| {
+            complete(queue, mem, &self.metrics, &self.drive_id, &c);
+            used = true;
+        });
+        self.notify_if(used);
+    }
+
+    /// Used entries for the Async requests that completed; whether there was any.
+    fn reap_completions(&mut self) -> bool {
+        let (Some(uring), Some(mem)) = (self.uring.as_mut(), self.mem.as_ref()) else {
+            return false;
+        };
+        let queue = &mut self.state.queues[0];
+        let mut used = false;
+        uring.reap(self.disk.raw_fd(), |c| {
+            complete(queue, mem, &self.metrics, &self.drive_id, &c);
+            used = true;
+        });
+        used
+    }
+
+    /// Signal the used queue if entries were added and the driver wants to hear of them.
+    fn notify_if(&mut self, used: bool) {
         let (Some(mem), Some(interrupt)) = (self.mem.as_ref(), self.interrupt.as_ref()) else {
             return;
+        };
+        if used && self.state.queues[0].needs_notification(mem).unwrap_or(true) {
+            if let Err(e) = interrupt.signal_used_queue() {
+                log::error!("block {}: cannot signal used queue: {e}", self.drive_id);
+            }
+        }
+    }
+
+    /// Take chains off the available ring (at most the queue size) and serve or submit
+    /// them; whether any used entry was added.
+    fn drain_queue(&mut self) -> bool {
+        let Some(mem) = self.mem.as_ref() else {
+            return false;
         };
         let queue = &mut self.state.queues[0];
         let mut budget = queue.size();
@@ -211,12 +328,18 @@ impl Block {
             rate_limiter: &mut self.rate_limiter,
             metrics: &self.metrics,
             io_bytes: 0,
+            uring: self.uring.as_mut(),
         };
         loop {
             if budget == 0 || drain.io_bytes >= MAX_DRAIN_BYTES {
                 // More may be waiting: come back after other event sources had a turn.
                 drain.metrics.remaining_reqs_count.inc();
                 let _ = self.state.queue_evts[0].write(1);
+                break;
+            }
+            if drain.uring.as_ref().is_some_and(|u| u.is_full()) {
+                // Back-pressure: completions resume the drain (their eventfd fires).
+                drain.metrics.io_engine_throttled_events.inc();
                 break;
             }
             budget -= 1;
@@ -255,18 +378,30 @@ impl Block {
                     }
                     used_any = true;
                 }
+                ChainOutcome::Submitted => {}
                 ChainOutcome::Throttled => {
                     drain.metrics.rate_limiter_throttled_events.inc();
                     queue.go_to_previous_position();
                     break;
                 }
+                ChainOutcome::WaitForIdle => {
+                    queue.go_to_previous_position();
+                    break;
+                }
             }
         }
-        if used_any && queue.needs_notification(mem).unwrap_or(true) {
-            if let Err(e) = interrupt.signal_used_queue() {
-                log::error!("block {}: cannot signal used queue: {e}", self.drive_id);
+        if let Some(uring) = drain.uring {
+            if let Err(e) = uring.submit() {
+                log::error!("block {}: io_uring submit failed: {e}", self.drive_id);
             }
+            // Requests the kernel finished during the submit (page-cache hits) complete in
+            // this same batch.
+            uring.reap(self.disk.raw_fd(), |c| {
+                complete(queue, mem, &self.metrics, &self.drive_id, &c);
+                used_any = true;
+            });
         }
+        used_any
     }
 
     /// In [`CacheMode::Writeback`], `fdatasync` what the guest wrote before the disk is let go
@@ -308,6 +443,8 @@ struct Drain<'a> {
     metrics: &'a BlockMetrics,
     /// Bytes of reads and writes this drain executed (see [`MAX_DRAIN_BYTES`]).
     io_bytes: u64,
+    /// The Async engine, if the device has one.
+    uring: Option<&'a mut UringEngine>,
 }
 
 impl Drain<'_> {
@@ -316,8 +453,19 @@ impl Drain<'_> {
         let nsectors = self.exec.disk.nsectors();
         match request::parse(self.exec.mem, chain, self.segs, nsectors) {
             Ok(req) => {
-                let outcome = serve(&req, self.segs, &self.exec, self.rate_limiter, self.metrics);
-                if matches!(outcome, ChainOutcome::Used(_))
+                let outcome = match self.uring.as_deref_mut() {
+                    Some(uring) if req.kind.is_async() => submit(
+                        head,
+                        &req,
+                        self.segs,
+                        &self.exec,
+                        self.rate_limiter,
+                        self.metrics,
+                        uring,
+                    ),
+                    _ => serve(&req, self.segs, &self.exec, self.rate_limiter, self.metrics),
+                };
+                if matches!(outcome, ChainOutcome::Used(_) | ChainOutcome::Submitted)
                     && matches!(req.kind, RequestKind::In | RequestKind::Out)
                 {
                     self.io_bytes += req.data_len;
@@ -382,15 +530,112 @@ fn serve(
     })
 }
 
+/// Rate-limit a read, write or flush and hand it to the Async engine.
+fn submit(
+    head: u16,
+    req: &Request,
+    segs: &[Segment],
+    ctx: &ExecContext<'_>,
+    rate_limiter: &mut RateLimiter,
+    metrics: &BlockMetrics,
+    uring: &mut UringEngine,
+) -> ChainOutcome {
+    if req.kind == RequestKind::Flush && uring.in_flight() > 0 {
+        // Every earlier write must be complete before the fsync starts.
+        return ChainOutcome::WaitForIdle;
+    }
+    if !rate_limiter.consume(1, TokenType::Ops) {
+        return ChainOutcome::Throttled;
+    }
+    if req.kind != RequestKind::Flush && !rate_limiter.consume(req.data_len, TokenType::Bytes) {
+        rate_limiter.manual_replenish(1, TokenType::Ops);
+        return ChainOutcome::Throttled;
+    }
+    let fd = ctx.disk.raw_fd();
+    let pushed = match req.kind {
+        RequestKind::Out if ctx.read_only => {
+            metrics.execute_fails.inc();
+            return ChainOutcome::Used(write_status(ctx.mem, req.status_addr, status::IOERR));
+        }
+        RequestKind::Flush => uring.push_flush(fd, head, req.status_addr),
+        _ => uring.push_rw(
+            fd,
+            ctx.mem,
+            head,
+            req.kind,
+            req.sector << super::SECTOR_SHIFT,
+            segs,
+            req.status_addr,
+        ),
+    };
+    match pushed {
+        Ok(()) => ChainOutcome::Submitted,
+        Err(e) => {
+            metrics.execute_fails.inc();
+            squib_logger::log_rate_limited!(
+                log::Level::Debug,
+                "block {}: sector {}: {e}",
+                ctx.drive_id,
+                req.sector
+            );
+            ChainOutcome::Used(write_status(ctx.mem, req.status_addr, status::IOERR))
+        }
+    }
+}
+
+/// Status byte, metrics and used entry for an Async request that completed.
+fn complete(
+    queue: &mut virtio_queue::Queue,
+    mem: &GuestMemoryMmap,
+    metrics: &BlockMetrics,
+    drive_id: &str,
+    c: &Completion,
+) {
+    let (code, len) = match &c.result {
+        Ok(()) => {
+            count_kind_success(c.kind, c.data_len, metrics);
+            let len = if c.kind == RequestKind::In {
+                // data_len ≤ MAX_REQUEST_BYTES < u32::MAX (checked by `parse`).
+                u32::try_from(c.data_len).unwrap_or(u32::MAX)
+            } else {
+                0
+            };
+            (status::OK, len)
+        }
+        Err(e) => {
+            metrics.execute_fails.inc();
+            squib_logger::log_rate_limited!(
+                log::Level::Debug,
+                "block {drive_id}: head {}: {e}",
+                c.head
+            );
+            (status::IOERR, 0)
+        }
+    };
+    let written = write_status(mem, c.status_addr, code);
+    let used_len = if written == 0 {
+        0
+    } else {
+        len.saturating_add(1)
+    };
+    if let Err(e) = crate::virtio::queue::add_used(queue, mem, c.head, used_len) {
+        squib_logger::warn_rate_limited!("block {drive_id}: cannot complete head {}: {e}", c.head);
+    }
+}
+
 fn count_success(req: &Request, metrics: &BlockMetrics) {
-    match req.kind {
+    count_kind_success(req.kind, req.data_len, metrics);
+}
+
+fn count_kind_success(kind: RequestKind, data_len: u64, metrics: &BlockMetrics) {
+    match kind {
         RequestKind::In => {
             metrics.read_count.inc();
-            metrics.read_bytes.add(req.data_len);
+            metrics.read_bytes.add(data_len);
         }
         RequestKind::Out => {
             metrics.write_count.inc();
-            metrics.write_bytes.add(req.data_len);
+            metrics.write_bytes.add(data_len);
         }
         RequestKind::Flush => metrics.flush_count.inc(),
         RequestKind::Discard | RequestKind::WriteZeroes => metrics.write_count.inc(),
@@ -413,6 +658,7 @@ impl Block {
 
 impl Drop for Block {
     fn drop(&mut self) {
+        self.complete_in_flight();
         self.sync_writeback("at exit");
     }
 }
@@ -465,9 +711,17 @@ impl VirtioDevice for Block {
     }
 
     fn reset(&mut self) {
+        // The driver gave up its buffers: let in-flight requests finish, report nothing.
+        if let Some(uring) = self.uring.as_mut() {
+            uring.wait_idle(self.disk.raw_fd(), |_| {});
+        }
         self.mem = None;
         self.interrupt = None;
         self.state.reset();
+    }
+
+    fn prepare_save(&mut self) {
+        self.complete_in_flight();
     }
 
     crate::virtio::persist::persist_as_device_state!(Block, "block");
@@ -477,6 +731,8 @@ pub mod persist;
 
 #[cfg(test)]
 mod alloc_tests;
+#[cfg(test)]
+mod async_tests;
 #[cfg(test)]
 mod bounded_work_tests;
 #[cfg(test)]

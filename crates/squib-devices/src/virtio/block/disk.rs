@@ -14,7 +14,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom};
-use std::os::unix::io::AsRawFd;
+use std::os::unix::io::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
 
 use vm_memory::bitmap::{Bitmap, MS};
@@ -61,6 +61,9 @@ pub trait DiskIo: Send + std::fmt::Debug {
     /// # Errors
     /// The OS error (`EOPNOTSUPP` where the filesystem cannot punch holes).
     fn punch_hole(&self, offset: u64, len: u64) -> std::io::Result<()>;
+    /// The file descriptor, for the Async engine's io_uring requests (which bypass these
+    /// methods: a double injects faults for the Sync engine only).
+    fn raw_fd(&self) -> RawFd;
 }
 
 fn off_t(offset: u64) -> std::io::Result<libc::off_t> {
@@ -92,6 +95,10 @@ impl DiskIo for File {
 
     fn sync_data(&self) -> std::io::Result<()> {
         File::sync_data(self)
+    }
+
+    fn raw_fd(&self) -> RawFd {
+        self.as_raw_fd()
     }
 
     fn punch_hole(&self, offset: u64, len: u64) -> std::io::Result<()> {
@@ -183,6 +190,12 @@ impl DiskFile {
     #[must_use]
     pub fn nsectors(&self) -> u64 {
         self.nsectors
+    }
+
+    /// The backing file's descriptor (the Async engine's requests name it).
+    #[must_use]
+    pub fn raw_fd(&self) -> RawFd {
+        self.io.raw_fd()
     }
 
     /// The backing file's path.

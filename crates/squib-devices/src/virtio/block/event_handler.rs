@@ -3,7 +3,8 @@
 //! Two sources, both registered at `init` so nothing changes when the guest activates the
 //! device: the queue eventfd (an ioeventfd the guest kicks; events before activation are
 //! drained and ignored) and the rate limiter's timerfd (the same fd for the device's life,
-//! since PATCH updates the buckets in place).
+//! since PATCH updates the buckets in place), plus, with the Async engine, the io_uring's
+//! completion eventfd.
 
 use event_manager::{EventOps, EventSet, Events, MutEventSubscriber};
 
@@ -14,6 +15,8 @@ use crate::virtio::VirtioDevice;
 pub const PROCESS_VIRTQ: u32 = 0;
 /// Event data of the rate limiter's timerfd.
 pub const PROCESS_RATE_LIMITER: u32 = 1;
+/// Event data of the Async engine's completion eventfd.
+pub const PROCESS_ASYNC_COMPLETION: u32 = 2;
 
 impl MutEventSubscriber for Block {
     fn process(&mut self, events: Events, _ops: &mut EventOps) {
@@ -29,6 +32,7 @@ impl MutEventSubscriber for Block {
         match events.data() {
             PROCESS_VIRTQ => self.process_queue_event(),
             PROCESS_RATE_LIMITER => self.process_rate_limiter_event(),
+            PROCESS_ASYNC_COMPLETION => self.process_async_completion_event(),
             other => {
                 self.metrics().event_fails.inc();
                 log::warn!("block {}: unknown event source {other}", self.drive_id());
@@ -38,10 +42,20 @@ impl MutEventSubscriber for Block {
 
     fn init(&mut self, ops: &mut EventOps) {
         let sources = [
-            Events::with_data(&self.queue_events()[0], PROCESS_VIRTQ, EventSet::IN),
-            Events::with_data(self.rate_limiter(), PROCESS_RATE_LIMITER, EventSet::IN),
+            Some(Events::with_data(
+                &self.queue_events()[0],
+                PROCESS_VIRTQ,
+                EventSet::IN,
+            )),
+            Some(Events::with_data(
+                self.rate_limiter(),
+                PROCESS_RATE_LIMITER,
+                EventSet::IN,
+            )),
+            self.completion_evt()
+                .map(|fd| Events::with_data(fd, PROCESS_ASYNC_COMPLETION, EventSet::IN)),
         ];
-        for events in sources {
+        for events in sources.into_iter().flatten() {
             if let Err(e) = ops.add(events) {
                 self.metrics().event_fails.inc();
                 log::error!(

@@ -5,6 +5,8 @@
 //!   typed [`request::RequestError`].
 //! - [`disk`]: the backing file; `pread`/`pwrite` straight between it and guest memory,
 //!   through the [`disk::DiskIo`] trait (tests substitute fault-injecting doubles).
+//! - [`uring`]: the `Async` engine, io_uring with up to [`uring::RING_ENTRIES`] requests in
+//!   flight, completions signalled on an eventfd the event loop watches.
 //! - [`event_handler`]: the `event_manager` subscription (queue and rate-limiter events).
 //! - [`metrics`]: [`BlockMetrics`], Firecracker's per-drive `block_<id>` counters.
 //! - [`device::persist`]: [`BlockState`], what a snapshot keeps of the device.
@@ -24,6 +26,7 @@ pub mod metrics;
 pub mod request;
 #[cfg(test)]
 pub(crate) mod test_utils;
+pub mod uring;
 
 use std::path::PathBuf;
 
@@ -108,6 +111,16 @@ pub enum CacheMode {
     Writeback,
 }
 
+/// How requests reach the backing file (`io_engine`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum IoEngine {
+    /// `pread`/`pwrite`/`fdatasync` on the event-loop thread, one request at a time.
+    #[default]
+    Sync,
+    /// io_uring: many requests in flight, completions on an eventfd (see [`uring`]).
+    Async,
+}
+
 /// Everything needed to build a [`Block`].
 #[derive(Debug)]
 pub struct BlockConfig {
@@ -121,6 +134,8 @@ pub struct BlockConfig {
     pub cache: CacheMode,
     /// I/O throttling, if any.
     pub rate_limiter: Option<RateLimiter>,
+    /// The I/O engine.
+    pub engine: IoEngine,
 }
 
 /// Why a block device could not be built or updated.
@@ -147,6 +162,9 @@ pub enum BlockError {
     /// An eventfd or timerfd cannot be created.
     #[error("Unable to create block device event fd: {0}")]
     EventFd(#[source] std::io::Error),
+    /// The Async engine cannot have an io_uring on this host.
+    #[error(transparent)]
+    Uring(#[from] uring::UringError),
     /// Signalling the guest failed.
     #[error("Unable to signal the guest: {0}")]
     Interrupt(#[source] std::io::Error),

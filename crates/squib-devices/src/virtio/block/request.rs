@@ -71,6 +71,14 @@ pub enum RequestKind {
     Unsupported(u32),
 }
 
+impl RequestKind {
+    /// Whether the Async engine submits it (reads, writes, flushes); the rest run inline.
+    #[must_use]
+    pub fn is_async(self) -> bool {
+        matches!(self, Self::In | Self::Out | Self::Flush)
+    }
+}
+
 /// A parsed request; its segments are in the buffer passed to [`parse`].
 #[derive(Clone, Copy, Debug)]
 pub struct Request {

@@ -137,6 +137,10 @@ impl DiskIo for FaultyFile {
         Ok(())
     }
 
+    fn raw_fd(&self) -> std::os::fd::RawFd {
+        DiskIo::raw_fd(&self.file)
+    }
+
     fn punch_hole(&self, offset: u64, len: u64) -> std::io::Result<()> {
         Faults::injected(&self.faults.punch_errno)?;
         self.file.punch_hole(offset, len)?;
@@ -165,6 +169,7 @@ pub fn faulty_block(
         read_only: false,
         cache,
         rate_limiter: None,
+        engine: Default::default(),
     };
     let block = Block::with_disk(cfg, disk).unwrap();
     (TestDisk { block, file }, faults)

@@ -40,6 +40,13 @@ pub struct MmioTransportState {
 }
 
 impl MmioTransport {
+    /// Let the device finish what it has in flight before anything is saved (see
+    /// [`crate::virtio::VirtioDevice::prepare_save`]); the interrupts that raises reach the
+    /// irqchip before the VM's state is read.
+    pub fn prepare_save(&self) {
+        self.locked_device().prepare_save();
+    }
+
     /// The slot's state for a snapshot (takes the device lock; the VM is paused).
     #[must_use]
     pub fn save(&self) -> MmioTransportState {

@@ -47,6 +47,7 @@ impl Slot {
             read_only: false,
             cache: CacheMode::Unsafe,
             rate_limiter: None,
+            engine: Default::default(),
         })
         .unwrap();
         Self::new(block, mem)

@@ -76,6 +76,7 @@ fn crash_child() {
         read_only: false,
         cache: CacheMode::Writeback,
         rate_limiter: None,
+        engine: Default::default(),
     };
     let block = Block::with_disk(cfg, disk).unwrap();
     // The harness wants a temp file; the process is killed before it could delete it.

@@ -88,6 +88,7 @@ fn a_device_file_gets_no_discard() {
         read_only: false,
         cache: CacheMode::Unsafe,
         rate_limiter: None,
+        engine: Default::default(),
     })
     .unwrap();
     assert_eq!(block.avail_features() & DISCARD_BITS, 0);

@@ -3,9 +3,12 @@
 //! The drive's configuration (path, read-only, cache mode, rate limiter, id) comes back from
 //! the VM configuration; the snapshot keeps the virtio state plus what the guest saw of the
 //! disk: its id (GET_ID) and capacity. A restore onto a file of another size is refused, since
-//! the guest's idea of the disk would be wrong. Requests are served synchronously, so nothing
-//! is in flight inside the device between two events: a request the guest published and the
-//! device had not taken yet is still in the available ring, and the restore kicks the queue.
+//! the guest's idea of the disk would be wrong. The I/O engine is kept too, and a restore
+//! onto a drive configured with another one is refused. Nothing is in flight when the state
+//! is read: the Sync engine finishes each request within its event, and the Async engine's
+//! requests are completed by `prepare_save` first (used entries written, interrupt raised).
+//! A request the guest published and the device had not taken yet is still in the
+//! available ring, and the restore kicks the queue.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -13,6 +16,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::Block;
+use crate::virtio::block::IoEngine;
 use crate::virtio::persist::{restore_device, RestoreError, VirtioDeviceState};
 use crate::virtio::{GuestMemoryMmap, VirtioDevice, VirtioInterrupt};
 
@@ -27,6 +31,8 @@ pub struct BlockState {
     pub disk_path: PathBuf,
     /// The capacity in 512-byte sectors the guest saw.
     pub nsectors: u64,
+    /// The I/O engine that served the drive.
+    pub io_engine: IoEngine,
 }
 
 impl Block {
@@ -38,6 +44,7 @@ impl Block {
             drive_id: self.drive_id.clone(),
             disk_path: self.disk.path().to_owned(),
             nsectors: self.disk.nsectors(),
+            io_engine: self.io_engine(),
         }
     }
 
@@ -59,6 +66,14 @@ impl Block {
                 what: "drive id",
                 saved: state.drive_id.clone(),
                 configured: self.drive_id.clone(),
+            });
+        }
+        if state.io_engine != self.io_engine() {
+            return Err(RestoreError::Identity {
+                device: format!("block {}", self.drive_id),
+                what: "io_engine",
+                saved: format!("{:?}", state.io_engine),
+                configured: format!("{:?}", self.io_engine()),
             });
         }
         if state.nsectors != self.disk.nsectors() {

@@ -30,6 +30,7 @@ fn rebuilt(h: &BlockHarness) -> Block {
         read_only: false,
         cache: CacheMode::Unsafe,
         rate_limiter: None,
+        engine: Default::default(),
     })
     .unwrap()
 }
@@ -143,6 +144,7 @@ fn an_inactive_device_restores_inactive_with_its_half_done_setup() {
         read_only: false,
         cache: CacheMode::Unsafe,
         rate_limiter: None,
+        engine: Default::default(),
     })
     .unwrap();
     let mem = single_region_mem(0x1000);

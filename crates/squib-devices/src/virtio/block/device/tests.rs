@@ -55,6 +55,7 @@ pub(crate) mod harness {
             read_only: false,
             cache: CacheMode::Unsafe,
             rate_limiter: None,
+            engine: Default::default(),
         };
         tweak(&mut cfg);
         TestDisk {
@@ -209,6 +210,7 @@ fn missing_backing_file_is_an_open_error() {
         read_only: false,
         cache: CacheMode::Unsafe,
         rate_limiter: None,
+        engine: Default::default(),
     })
     .unwrap_err();
     assert!(err.to_string().contains("/nonexistent/disk.ext4"), "{err}");
