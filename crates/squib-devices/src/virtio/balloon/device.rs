@@ -751,6 +751,15 @@ impl VirtioDevice for Balloon {
         self.inflated = vec![0; usize::try_from(pages.div_ceil(64)).unwrap_or(0)];
         self.mem = Some(mem);
         self.interrupt = Some(interrupt);
+        // A driver may queue buffers and kick before DRIVER_OK (Linux primes the stats queue
+        // with its first statistics in probe): those kicks found the device inactive and were
+        // drained unprocessed, so every queue is looked at again now.
+        for (index, evt) in self.state.queue_evts.iter().enumerate() {
+            if let Err(e) = evt.write(1) {
+                self.metrics.event_fails.inc();
+                log::error!("balloon: cannot kick queue {index} at activation: {e}");
+            }
+        }
         if self.stats_queue.is_some() {
             if let Err(e) = self.arm_stats_timer() {
                 self.metrics.activate_fails.inc();

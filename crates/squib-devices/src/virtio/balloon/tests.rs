@@ -49,6 +49,10 @@ impl Harness {
         dev.set_acked_features(dev.avail_features());
         let irq = Arc::new(VirtioInterrupt::new().unwrap());
         dev.activate(mem.clone(), irq.clone()).unwrap();
+        // Activation kicks every queue once (buffers queued before DRIVER_OK); start clean.
+        for evt in dev.queue_events() {
+            evt.read().unwrap();
+        }
         Self { mem, vqs, dev, irq }
     }
 
@@ -193,6 +197,40 @@ fn stats_buffer_is_held_until_the_polling_tick() {
     h.dev.process_stats_timer();
     assert_eq!(h.vqs[q].used_idx(), 1);
     assert_eq!(h.dev.metrics().stats_updates_count.count(), 1);
+}
+
+#[test]
+fn buffers_queued_before_activation_are_seen_once_active() {
+    // Linux's driver puts its first statistics in the stats queue and kicks during probe,
+    // before DRIVER_OK; that kick reaches an inactive device, so activation kicks every queue.
+    let mem: &'static GuestMemoryMmap = Box::leak(Box::new(single_region_mem(MEM_SIZE)));
+    let mut dev = Balloon::new(config(1, false)).unwrap();
+    let q = dev.stats_queue().unwrap();
+    let mut vq = VirtQueue::new(mem, GuestAddress(RINGS * q as u64), 16);
+    for (i, queue) in dev.queues_mut().iter_mut().enumerate() {
+        let ring = VirtQueue::new(mem, GuestAddress(RINGS * i as u64), 16);
+        ring.configure(queue);
+    }
+    let mut rec = Vec::new();
+    rec.extend(5u16.to_le_bytes());
+    rec.extend((256u64 << 20).to_le_bytes());
+    mem.write_slice(&rec, GuestAddress(BUFS)).unwrap();
+    vq.add_chain(&[(BUFS, rec.len() as u32, 0)]);
+    // The early kick: drained while inactive, nothing processed.
+    dev.queue_events()[q].write(1).unwrap();
+    dev.queue_events()[q].read().unwrap();
+    dev.process_stats();
+    assert_eq!(dev.metrics().stats_updates_count.count(), 0);
+
+    dev.set_acked_features(dev.avail_features());
+    dev.activate(mem.clone(), Arc::new(VirtioInterrupt::new().unwrap()))
+        .unwrap();
+    for (i, evt) in dev.queue_events().iter().enumerate() {
+        assert_eq!(evt.read().unwrap(), 1, "queue {i} kicked at activation");
+    }
+    dev.process_stats();
+    assert_eq!(dev.metrics().stats_updates_count.count(), 1);
+    assert_eq!(dev.latest_stats().unwrap().total_memory, Some(256 << 20));
 }
 
 #[test]
