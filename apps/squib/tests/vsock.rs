@@ -286,12 +286,8 @@ fn balloon_inflates_and_deflates(squib: &Squib) {
     let stats = balloon_stats_when(squib, "the guest's first statistics", |s| {
         s["total_memory"].as_u64().is_some_and(|t| t > 0)
     });
-    for key in [
-        "free_memory",
-        "available_memory",
-        "major_faults",
-        "minor_faults",
-    ] {
+    // What a Linux guest reports without VM event counters (so no fault counts in this kit).
+    for key in ["free_memory", "available_memory", "disk_caches"] {
         assert!(
             stats[key].is_u64(),
             "balloon statistics lack {key}: {stats}"
